@@ -1,0 +1,238 @@
+//! The command line, clap definitions only: every flag of `run` has a `SWARMNODE_*` variable (flags win), list flags
+//! also take comma-separated values, and values are parsed by the same functions `NodeConfig` documents.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use libp2p::{Multiaddr, StreamProtocol};
+
+use crate::config::{self, NodeConfig, SecurityProtocol};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "swarmnode",
+    version,
+    about = "A peer-to-peer swarm node on libp2p: discovery, encrypted transports, gossip broadcast"
+)]
+pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SWARMNODE_LOG_FORMAT", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: print one JSON event per line on stdout until SIGINT/SIGTERM.
+    Run(Box<RunArgs>),
+    /// Print the peer id of a key file.
+    Id(KeyLocation),
+    /// Manage key files.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new ed25519 identity key (protobuf encoding, mode 0600) and print its peer id.
+    Generate {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file (the peer id changes).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Where the identity key is: `--key`, else `identity.key` in `--data-dir`.
+#[derive(Debug, Clone, Args)]
+pub struct KeyLocation {
+    /// Data directory: holds the identity key and the lock that keeps two nodes off one identity
+    /// [default: the platform data directory, e.g. ~/.local/share/swarmnode].
+    #[arg(long, env = "SWARMNODE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Identity key file [default: DATA_DIR/identity.key]; created on first start.
+    #[arg(long, env = "SWARMNODE_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl KeyLocation {
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.data_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => dirs::data_local_dir()
+                .map(|dir| dir.join("swarmnode"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no platform data directory (is HOME set?): pass --data-dir")
+                }),
+        }
+    }
+
+    pub fn key_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.key {
+            Some(key) => Ok(key.clone()),
+            None => Ok(self.data_dir()?.join("identity.key")),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub location: KeyLocation,
+    /// Address to listen on (repeatable). Port 0 picks a free port.
+    #[arg(long, env = "SWARMNODE_LISTEN", value_delimiter = ',',
+          default_values = ["/ip4/0.0.0.0/tcp/4100", "/ip4/0.0.0.0/udp/4100/quic-v1"])]
+    pub listen: Vec<Multiaddr>,
+    /// Peer to join the swarm through (repeatable); `/p2p/<id>` optional, `/dns4/host/tcp/port` allowed.
+    #[arg(long, env = "SWARMNODE_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Turn off mDNS discovery on the local network.
+    #[arg(long, env = "SWARMNODE_NO_MDNS")]
+    pub no_mdns: bool,
+    /// Kademlia protocol; `/ipfs/kad/1.0.0` to interoperate with other libp2p DHTs.
+    #[arg(long, env = "SWARMNODE_KAD_PROTOCOL", default_value = config::DEFAULT_KAD_PROTOCOL, value_parser = parse_protocol)]
+    pub kad_protocol: StreamProtocol,
+    /// How often Kademlia refreshes its routing table once it has peers.
+    #[arg(long, env = "SWARMNODE_KAD_REFRESH", default_value = "5m", value_parser = config::parse_duration)]
+    pub kad_refresh: Duration,
+    /// Security protocols offered on TCP, most preferred first: tls,noise | noise,tls | tls | noise.
+    #[arg(long, env = "SWARMNODE_SECURITY", default_value = "tls,noise", value_parser = parse_security_order)]
+    pub security: SecurityOrder,
+    /// Gossipsub topic to join (repeatable); `--stdin` publishes on the first.
+    #[arg(long, env = "SWARMNODE_TOPIC", value_delimiter = ',', default_values = [config::DEFAULT_TOPIC])]
+    pub topic: Vec<String>,
+    /// Largest message (envelope) published or accepted, e.g. 65536, 512KiB, 1MiB.
+    #[arg(long, env = "SWARMNODE_MAX_MESSAGE_SIZE", default_value = "1MiB", value_parser = config::parse_size)]
+    pub max_message_size: usize,
+    /// Interval between pings to each connected peer, e.g. 500ms, 10s.
+    #[arg(long, env = "SWARMNODE_HEARTBEAT", default_value = "10s", value_parser = config::parse_duration)]
+    pub heartbeat: Duration,
+    /// Most connections at once (at most 2 per peer).
+    #[arg(long, env = "SWARMNODE_MAX_PEERS", default_value_t = 128)]
+    pub max_peers: u32,
+    /// Publish each line read from stdin on the first topic (end of input does not stop the node).
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+/// The `--security` list as one value (clap would take a bare `Vec` for a repeatable flag).
+#[derive(Debug, Clone)]
+pub struct SecurityOrder(pub Vec<SecurityProtocol>);
+
+fn parse_security_order(text: &str) -> Result<SecurityOrder, String> {
+    config::parse_security(text).map(SecurityOrder)
+}
+
+fn parse_protocol(text: &str) -> Result<StreamProtocol, String> {
+    StreamProtocol::try_from_owned(text.to_owned())
+        .map_err(|e| format!("{e} (a protocol starts with '/')"))
+}
+
+impl RunArgs {
+    /// The node configuration these flags describe (validated when the node starts).
+    pub fn to_config(&self) -> anyhow::Result<NodeConfig> {
+        let mut config = NodeConfig::with_data_dir(self.location.data_dir()?);
+        config.key_path = self.location.key_path()?;
+        config.listen = self.listen.clone();
+        config.bootstrap = self.bootstrap.clone();
+        config.mdns = !self.no_mdns;
+        config.kad_protocol = self.kad_protocol.clone();
+        config.kad_refresh = self.kad_refresh;
+        config.security = self.security.0.clone();
+        config.topics = self.topic.clone();
+        config.max_message_size = self.max_message_size;
+        config.heartbeat = self.heartbeat;
+        config.max_peers = self.max_peers;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["swarmnode", "run"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Run(args) => *args,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_fill_the_config_and_defaults_match_node_defaults() {
+        let defaults = run_args(&["--data-dir", "/d"]).to_config().unwrap();
+        let expected = NodeConfig::with_data_dir(PathBuf::from("/d"));
+        assert_eq!(defaults.listen, expected.listen);
+        assert_eq!(defaults.kad_protocol, expected.kad_protocol);
+        assert_eq!(defaults.kad_refresh, expected.kad_refresh);
+        assert_eq!(defaults.security, expected.security);
+        assert_eq!(defaults.topics, expected.topics);
+        assert_eq!(defaults.max_message_size, expected.max_message_size);
+        assert_eq!(defaults.heartbeat, expected.heartbeat);
+        assert_eq!(defaults.max_peers, expected.max_peers);
+        assert_eq!(defaults.key_path, PathBuf::from("/d/identity.key"));
+        assert!(defaults.mdns);
+
+        let config = run_args(&[
+            "--data-dir",
+            "/d",
+            "--key",
+            "/k",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/1,/dns4/boot/tcp/4100",
+            "--no-mdns",
+            "--security",
+            "noise",
+            "--topic",
+            "a",
+            "--topic",
+            "b",
+            "--max-message-size",
+            "64KiB",
+            "--heartbeat",
+            "500ms",
+            "--kad-protocol",
+            "/ipfs/kad/1.0.0",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(config.key_path, PathBuf::from("/k"));
+        assert_eq!(config.bootstrap.len(), 2);
+        assert!(!config.mdns);
+        assert_eq!(config.security, vec![SecurityProtocol::Noise]);
+        assert_eq!(config.topics, vec!["a", "b"]);
+        assert_eq!(config.max_message_size, 64 << 10);
+        assert_eq!(config.heartbeat, Duration::from_millis(500));
+        assert_eq!(config.kad_protocol.as_ref(), "/ipfs/kad/1.0.0");
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused_with_the_reason() {
+        for (flag, value, expected) in [
+            ("--heartbeat", "soon", "examples"),
+            ("--security", "ssl", "unknown security protocol"),
+            ("--max-message-size", "big", "not a size"),
+            ("--kad-protocol", "kad", "starts with '/'"),
+            ("--listen", "not-an-address", "invalid value"),
+        ] {
+            let err = Cli::try_parse_from(["swarmnode", "run", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{flag} {value}: {err}");
+        }
+    }
+}

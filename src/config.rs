@@ -1,0 +1,312 @@
+//! `NodeConfig`: every tunable of a running node, its default, and the checks that turn a bad value into a clear
+//! error before anything starts. The CLI fills it from flags and `SWARMNODE_*` variables; tests build it directly.
+
+use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
+
+use libp2p::{Multiaddr, StreamProtocol, multiaddr::Protocol};
+
+use crate::envelope::ENVELOPE_OVERHEAD;
+
+/// The Kademlia protocol of a swarmnode swarm: our own, so that a swarm never merges into the public IPFS DHT.
+pub const DEFAULT_KAD_PROTOCOL: &str = "/swarmnode/kad/1.0.0";
+/// The topic a node joins when none is given.
+pub const DEFAULT_TOPIC: &str = "swarmnode";
+/// Longest topic name we accept, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+/// Smallest and largest `--max-message-size`.
+pub const MIN_MESSAGE_SIZE: usize = 1024;
+pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// A security protocol offered on TCP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Tls,
+    Noise,
+}
+
+impl fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SecurityProtocol::Tls => "tls",
+            SecurityProtocol::Noise => "noise",
+        })
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Holds the identity key (by default) and the lock that keeps two nodes off one identity.
+    pub data_dir: PathBuf,
+    /// The identity key file (protobuf-encoded ed25519), created on first start.
+    pub key_path: PathBuf,
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join the swarm through; `/p2p/<id>` is optional.
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    pub kad_protocol: StreamProtocol,
+    /// How often Kademlia refreshes its routing table once it has peers.
+    pub kad_refresh: Duration,
+    /// Security protocols for TCP, most preferred first.
+    pub security: Vec<SecurityProtocol>,
+    /// Gossipsub topics joined at start; the first is the one `--stdin` publishes on.
+    pub topics: Vec<String>,
+    /// Largest envelope (payload plus at most `ENVELOPE_OVERHEAD` bytes) published or accepted.
+    pub max_message_size: usize,
+    /// Interval between pings to each connected peer.
+    pub heartbeat: Duration,
+    /// Most peers connected at once.
+    pub max_peers: u32,
+}
+
+impl NodeConfig {
+    /// The defaults, with the key at `data_dir/identity.key`.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        NodeConfig {
+            key_path: data_dir.join("identity.key"),
+            data_dir,
+            listen: default_listen(),
+            bootstrap: Vec::new(),
+            mdns: true,
+            kad_protocol: StreamProtocol::new(DEFAULT_KAD_PROTOCOL),
+            kad_refresh: Duration::from_secs(300),
+            security: vec![SecurityProtocol::Tls, SecurityProtocol::Noise],
+            topics: vec![DEFAULT_TOPIC.to_owned()],
+            max_message_size: 1 << 20,
+            heartbeat: Duration::from_secs(10),
+            max_peers: 128,
+        }
+    }
+
+    /// The largest payload that fits `max_message_size` whatever the envelope's other fields hold.
+    pub fn max_payload_size(&self) -> usize {
+        self.max_message_size - ENVELOPE_OVERHEAD
+    }
+
+    /// Checks every field; the error names the setting and what is wrong with it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::new(
+                "listen",
+                "at least one listen address is required",
+            ));
+        }
+        for address in &self.listen {
+            check_transport("listen", address)?;
+        }
+        for address in &self.bootstrap {
+            check_transport("bootstrap", address)?;
+        }
+        if self.topics.is_empty() {
+            return Err(ConfigError::new("topic", "at least one topic is required"));
+        }
+        for topic in &self.topics {
+            check_topic(topic).map_err(|why| ConfigError::new("topic", why))?;
+        }
+        if self.security.is_empty() {
+            return Err(ConfigError::new(
+                "security",
+                "at least one of tls, noise is required",
+            ));
+        }
+        if self.security.len() == 2 && self.security[0] == self.security[1] {
+            return Err(ConfigError::new("security", "a protocol is listed twice"));
+        }
+        if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&self.max_message_size) {
+            return Err(ConfigError::new(
+                "max-message-size",
+                format!("must be between {MIN_MESSAGE_SIZE} bytes and {MAX_MESSAGE_SIZE} bytes"),
+            ));
+        }
+        if self.heartbeat < Duration::from_millis(10) {
+            return Err(ConfigError::new("heartbeat", "must be at least 10ms"));
+        }
+        if self.kad_refresh < Duration::from_secs(1) {
+            return Err(ConfigError::new("kad-refresh", "must be at least 1s"));
+        }
+        if self.max_peers == 0 {
+            return Err(ConfigError::new("max-peers", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A setting whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --{setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `/ip4/0.0.0.0/tcp/4100` and `/ip4/0.0.0.0/udp/4100/quic-v1`.
+pub fn default_listen() -> Vec<Multiaddr> {
+    ["/ip4/0.0.0.0/tcp/4100", "/ip4/0.0.0.0/udp/4100/quic-v1"]
+        .iter()
+        .map(|a| a.parse().expect("default listen addresses are valid"))
+        .collect()
+}
+
+/// Why a topic name is refused, if it is.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("a topic name cannot be empty".into());
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(format!("topic names are at most {MAX_TOPIC_LEN} bytes"));
+    }
+    if topic.chars().any(char::is_control) {
+        return Err("a topic name cannot contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Addresses must name a transport this node has: TCP, or QUIC v1 over UDP.
+fn check_transport(setting: &'static str, address: &Multiaddr) -> Result<(), ConfigError> {
+    let mut tcp = false;
+    let mut udp = false;
+    let mut quic = false;
+    for protocol in address.iter() {
+        match protocol {
+            Protocol::Tcp(_) => tcp = true,
+            Protocol::Udp(_) => udp = true,
+            Protocol::QuicV1 => quic = true,
+            _ => {}
+        }
+    }
+    if tcp || (udp && quic) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            setting,
+            format!(
+                "{address} has no transport swarmnode speaks (…/tcp/PORT or …/udp/PORT/quic-v1)"
+            ),
+        ))
+    }
+}
+
+/// Parses `tls,noise` (order = preference) into a list of protocols.
+pub fn parse_security(list: &str) -> Result<Vec<SecurityProtocol>, String> {
+    list.split(',')
+        .map(|name| match name.trim().to_ascii_lowercase().as_str() {
+            "tls" => Ok(SecurityProtocol::Tls),
+            "noise" => Ok(SecurityProtocol::Noise),
+            other => Err(format!(
+                "unknown security protocol {other:?}: use tls, noise or both, e.g. tls,noise"
+            )),
+        })
+        .collect()
+}
+
+/// Parses durations such as `500ms`, `10s`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+/// Parses sizes such as `1048576`, `512KiB`, `1MiB` (also `kb`/`mb` as binary multiples).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number = usize::from_str(digits)
+        .map_err(|_| format!("{text:?} is not a size (examples: 65536, 512KiB, 1MiB)"))?;
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB or MiB)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        NodeConfig::with_data_dir(PathBuf::from("/tmp/swarmnode-test"))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_documented_values() {
+        let config = config();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.key_path,
+            PathBuf::from("/tmp/swarmnode-test/identity.key")
+        );
+        assert_eq!(config.heartbeat, Duration::from_secs(10));
+        assert_eq!(config.max_message_size, 1 << 20);
+        assert_eq!(config.kad_protocol.as_ref(), "/swarmnode/kad/1.0.0");
+        assert_eq!(
+            config.security,
+            vec![SecurityProtocol::Tls, SecurityProtocol::Noise]
+        );
+        assert_eq!(config.topics, vec!["swarmnode".to_owned()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        type Breakage = Box<dyn Fn(&mut NodeConfig)>;
+        let cases: Vec<(&str, Breakage)> = vec![
+            ("listen", Box::new(|c| c.listen.clear())),
+            (
+                "listen",
+                Box::new(|c| c.listen = vec!["/ip4/127.0.0.1".parse().unwrap()]),
+            ),
+            (
+                "bootstrap",
+                Box::new(|c| c.bootstrap = vec!["/dns4/x/udp/1".parse().unwrap()]),
+            ),
+            ("topic", Box::new(|c| c.topics = vec![String::new()])),
+            (
+                "topic",
+                Box::new(|c| c.topics = vec!["t".repeat(MAX_TOPIC_LEN + 1)]),
+            ),
+            ("security", Box::new(|c| c.security.clear())),
+            (
+                "security",
+                Box::new(|c| c.security = vec![SecurityProtocol::Tls; 2]),
+            ),
+            ("max-message-size", Box::new(|c| c.max_message_size = 10)),
+            ("heartbeat", Box::new(|c| c.heartbeat = Duration::ZERO)),
+            ("max-peers", Box::new(|c| c.max_peers = 0)),
+        ];
+        for (setting, break_it) in cases {
+            let mut config = config();
+            break_it(&mut config);
+            assert_eq!(config.validate().unwrap_err().setting, setting);
+        }
+    }
+
+    #[test]
+    fn parsers_accept_documented_forms_and_explain_the_rest() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").unwrap_err().contains("examples"));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("3GB").is_err());
+        assert!(parse_size("lots").is_err());
+        assert_eq!(
+            parse_security("noise, TLS"),
+            Ok(vec![SecurityProtocol::Noise, SecurityProtocol::Tls])
+        );
+        assert!(parse_security("ssl").unwrap_err().contains("unknown"));
+    }
+}

@@ -1,0 +1,11 @@
+//! swarmnode: a peer-to-peer swarm node on rust-libp2p.
+//!
+//! The library holds everything the `swarmnode` binary runs, so that tests (and other Rust programs) can start
+//! in-process nodes and talk to them through the same `NodeHandle` the CLI uses. See `docs/architecture.md`.
+
+pub mod cli;
+pub mod config;
+pub mod envelope;
+pub mod identity;
+pub mod node;
+pub mod time;

@@ -1,0 +1,152 @@
+//! Building the `Swarm`: TCP with both TLS 1.3 and Noise offered in the operator's order of preference, Yamux on
+//! top, QUIC v1 beside it, DNS resolution for `/dns*` addresses, and our behaviour.
+//!
+//! libp2p's `SwarmBuilder` fixes the order of security protocols in the type of a tuple, so a preference chosen at
+//! run time needs an upgrade of our own: `SecurityUpgrade` advertises the configured protocols in order through
+//! multistream-select and hands the connection to whichever one the remote picked.
+
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncWrite, FutureExt, TryFutureExt, future::BoxFuture, future::Either};
+use libp2p::{
+    PeerId, Swarm, SwarmBuilder, Transport,
+    core::{
+        UpgradeInfo,
+        upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, Version},
+    },
+    identity::Keypair,
+    noise, tcp, tls, yamux,
+};
+
+use super::behaviour::Behaviour;
+use crate::config::{NodeConfig, SecurityProtocol};
+
+const NOISE_PROTOCOL: &str = "/noise";
+const TLS_PROTOCOL: &str = "/tls/1.0.0";
+
+/// The security protocols we offer on a TCP connection, most preferred first.
+#[derive(Clone)]
+pub struct SecurityUpgrade {
+    order: Vec<SecurityProtocol>,
+    noise: noise::Config,
+    tls: tls::Config,
+}
+
+impl SecurityUpgrade {
+    pub fn new(keypair: &Keypair, order: Vec<SecurityProtocol>) -> Result<Self, SecurityError> {
+        Ok(SecurityUpgrade {
+            order,
+            noise: noise::Config::new(keypair).map_err(SecurityError::Noise)?,
+            tls: tls::Config::new(keypair)
+                .map_err(|e| SecurityError::Certificate(e.to_string()))?,
+        })
+    }
+}
+
+/// A security handshake that failed, or a key that cannot make a TLS certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("noise handshake failed: {0}")]
+    Noise(#[source] noise::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] tls::UpgradeError),
+    #[error("cannot create a TLS certificate for this key: {0}")]
+    Certificate(String),
+}
+
+/// The encrypted stream of whichever protocol was negotiated.
+pub type SecureStream<C> = Either<noise::Output<C>, tls::TlsStream<C>>;
+
+type SecureFuture<C> = BoxFuture<'static, Result<(PeerId, SecureStream<C>), SecurityError>>;
+
+impl UpgradeInfo for SecurityUpgrade {
+    type Info = &'static str;
+    type InfoIter = Vec<&'static str>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.order
+            .iter()
+            .map(|protocol| match protocol {
+                SecurityProtocol::Noise => NOISE_PROTOCOL,
+                SecurityProtocol::Tls => TLS_PROTOCOL,
+            })
+            .collect()
+    }
+}
+
+impl<C> InboundConnectionUpgrade<C> for SecurityUpgrade
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = (PeerId, SecureStream<C>);
+    type Error = SecurityError;
+    type Future = SecureFuture<C>;
+
+    fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
+        if info == NOISE_PROTOCOL {
+            self.noise
+                .upgrade_inbound(socket, info)
+                .map_ok(|(peer, stream)| (peer, Either::Left(stream)))
+                .map_err(SecurityError::Noise)
+                .boxed()
+        } else {
+            self.tls
+                .upgrade_inbound(socket, info)
+                .map_ok(|(peer, stream)| (peer, Either::Right(stream)))
+                .map_err(SecurityError::Tls)
+                .boxed()
+        }
+    }
+}
+
+impl<C> OutboundConnectionUpgrade<C> for SecurityUpgrade
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = (PeerId, SecureStream<C>);
+    type Error = SecurityError;
+    type Future = SecureFuture<C>;
+
+    fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
+        if info == NOISE_PROTOCOL {
+            self.noise
+                .upgrade_outbound(socket, info)
+                .map_ok(|(peer, stream)| (peer, Either::Left(stream)))
+                .map_err(SecurityError::Noise)
+                .boxed()
+        } else {
+            self.tls
+                .upgrade_outbound(socket, info)
+                .map_ok(|(peer, stream)| (peer, Either::Right(stream)))
+                .map_err(SecurityError::Tls)
+                .boxed()
+        }
+    }
+}
+
+/// Builds the swarm with all transports and the given behaviour.
+pub fn build_swarm(
+    keypair: Keypair,
+    config: &NodeConfig,
+    behaviour: impl FnOnce(&Keypair) -> anyhow::Result<Behaviour>,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let security = SecurityUpgrade::new(&keypair, config.security.clone())?;
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_other_transport(|_| {
+            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .upgrade(Version::V1Lazy)
+                .authenticate(security)
+                .multiplex(yamux::Config::default())
+        })?
+        .with_dns()?
+        .with_behaviour(|key| {
+            behaviour(key).map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into)
+        })?
+        // Liveness is our policy (ping heartbeats and the peer table), not libp2p's idle timer: a known peer stays
+        // connected even when no protocol has a stream open.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::MAX))
+        .build();
+    Ok(swarm)
+}
