@@ -213,7 +213,7 @@ pub(crate) enum Command {
     },
     Dial {
         address: Multiaddr,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<PeerId, String>>,
     },
     Status {
         reply: oneshot::Sender<NodeStatus>,
@@ -254,8 +254,8 @@ impl NodeHandle {
             .unwrap_or_else(|| Err(PublishError::NodeStopped.to_string()))
     }
 
-    /// Dials an address (with or without `/p2p/<id>`).
-    pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
+    /// Dials an address (with or without `/p2p/<id>`) and waits for the outcome: the peer connected, or why not.
+    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, String> {
         self.ask(|reply| Command::Dial { address, reply })
             .await
             .unwrap_or_else(|| Err(PublishError::NodeStopped.to_string()))

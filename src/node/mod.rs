@@ -10,19 +10,22 @@ mod swarm_events;
 mod transport;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, Swarm,
+    Multiaddr, PeerId, Swarm,
     gossipsub::{self, IdentTopic},
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    swarm::{
+        ConnectionId,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use tokio::{
-    sync::{broadcast, mpsc},
+    sync::{broadcast, mpsc, oneshot},
     task::JoinHandle,
 };
 
@@ -106,6 +109,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         events: events_tx.clone(),
         discoveries: Discoveries::default(),
         rejected: BTreeMap::new(),
+        pending_dials: HashMap::new(),
         _lock: lock,
     };
     let task = tokio::spawn(event_loop.run());
@@ -130,6 +134,8 @@ struct EventLoop {
     discoveries: Discoveries,
     /// Envelopes rejected in gossipsub validation, by reason.
     rejected: BTreeMap<&'static str, u64>,
+    /// Dials requested through a handle, answered when the connection is established or fails.
+    pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
     /// Held until the loop ends, so the data directory is ours while the swarm runs.
     _lock: DataDirLock,
 }
@@ -203,9 +209,7 @@ impl EventLoop {
             Command::Subscribe { topic, reply } => {
                 let _ = reply.send(self.subscribe(&topic));
             }
-            Command::Dial { address, reply } => {
-                let _ = reply.send(self.dial(address));
-            }
+            Command::Dial { address, reply } => self.dial(address, reply),
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -268,8 +272,17 @@ impl EventLoop {
             .map_err(|e| format!("{e:?}"))
     }
 
-    fn dial(&mut self, address: Multiaddr) -> Result<(), String> {
-        self.swarm.dial(address).map_err(|e| e.to_string())
+    fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
+        let opts = DialOpts::from(address);
+        let connection = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(connection, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
     }
 
     fn status(&mut self) -> NodeStatus {
