@@ -113,12 +113,10 @@ impl TestNode {
 }
 
 async fn next_event(events: &mut broadcast::Receiver<Event>) -> Event {
-    loop {
-        match events.recv().await {
-            Ok(event) => return event,
-            Err(broadcast::error::RecvError::Lagged(n)) => panic!("test fell {n} events behind"),
-            Err(broadcast::error::RecvError::Closed) => panic!("node event channel closed"),
-        }
+    match events.recv().await {
+        Ok(event) => event,
+        Err(broadcast::error::RecvError::Lagged(n)) => panic!("test fell {n} events behind"),
+        Err(broadcast::error::RecvError::Closed) => panic!("node event channel closed"),
     }
 }
 
