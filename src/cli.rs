@@ -72,9 +72,7 @@ impl KeyLocation {
             Some(dir) => Ok(dir.clone()),
             None => dirs::data_local_dir()
                 .map(|dir| dir.join("swarmnode"))
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no platform data directory (is HOME set?): pass --data-dir")
-                }),
+                .ok_or_else(|| anyhow::anyhow!("no platform data directory (is HOME set?): pass --data-dir")),
         }
     }
 
@@ -135,8 +133,7 @@ fn parse_security_order(text: &str) -> Result<SecurityOrder, String> {
 }
 
 fn parse_protocol(text: &str) -> Result<StreamProtocol, String> {
-    StreamProtocol::try_from_owned(text.to_owned())
-        .map_err(|e| format!("{e} (a protocol starts with '/')"))
+    StreamProtocol::try_from_owned(text.to_owned()).map_err(|e| format!("{e} (a protocol starts with '/')"))
 }
 
 impl RunArgs {

@@ -86,10 +86,7 @@ impl NodeConfig {
     /// Checks every field; the error names the setting and what is wrong with it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
-            return Err(ConfigError::new(
-                "listen",
-                "at least one listen address is required",
-            ));
+            return Err(ConfigError::new("listen", "at least one listen address is required"));
         }
         for address in &self.listen {
             check_transport("listen", address)?;
@@ -104,10 +101,7 @@ impl NodeConfig {
             check_topic(topic).map_err(|why| ConfigError::new("topic", why))?;
         }
         if self.security.is_empty() {
-            return Err(ConfigError::new(
-                "security",
-                "at least one of tls, noise is required",
-            ));
+            return Err(ConfigError::new("security", "at least one of tls, noise is required"));
         }
         if self.security.len() == 2 && self.security[0] == self.security[1] {
             return Err(ConfigError::new("security", "a protocol is listed twice"));
@@ -188,9 +182,7 @@ fn check_transport(setting: &'static str, address: &Multiaddr) -> Result<(), Con
     } else {
         Err(ConfigError::new(
             setting,
-            format!(
-                "{address} has no transport swarmnode speaks (…/tcp/PORT or …/udp/PORT/quic-v1)"
-            ),
+            format!("{address} has no transport swarmnode speaks (…/tcp/PORT or …/udp/PORT/quic-v1)"),
         ))
     }
 }
@@ -216,12 +208,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses sizes such as `1048576`, `512KiB`, `1MiB` (also `kb`/`mb` as binary multiples).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number = usize::from_str(digits)
-        .map_err(|_| format!("{text:?} is not a size (examples: 65536, 512KiB, 1MiB)"))?;
+    let number =
+        usize::from_str(digits).map_err(|_| format!("{text:?} is not a size (examples: 65536, 512KiB, 1MiB)"))?;
     let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -245,17 +235,11 @@ mod tests {
     fn defaults_are_valid_and_match_the_documented_values() {
         let config = config();
         assert_eq!(config.validate(), Ok(()));
-        assert_eq!(
-            config.key_path,
-            PathBuf::from("/tmp/swarmnode-test/identity.key")
-        );
+        assert_eq!(config.key_path, PathBuf::from("/tmp/swarmnode-test/identity.key"));
         assert_eq!(config.heartbeat, Duration::from_secs(10));
         assert_eq!(config.max_message_size, 1 << 20);
         assert_eq!(config.kad_protocol.as_ref(), "/swarmnode/kad/1.0.0");
-        assert_eq!(
-            config.security,
-            vec![SecurityProtocol::Tls, SecurityProtocol::Noise]
-        );
+        assert_eq!(config.security, vec![SecurityProtocol::Tls, SecurityProtocol::Noise]);
         assert_eq!(config.topics, vec!["swarmnode".to_owned()]);
     }
 
@@ -273,15 +257,9 @@ mod tests {
                 Box::new(|c| c.bootstrap = vec!["/dns4/x/udp/1".parse().unwrap()]),
             ),
             ("topic", Box::new(|c| c.topics = vec![String::new()])),
-            (
-                "topic",
-                Box::new(|c| c.topics = vec!["t".repeat(MAX_TOPIC_LEN + 1)]),
-            ),
+            ("topic", Box::new(|c| c.topics = vec!["t".repeat(MAX_TOPIC_LEN + 1)])),
             ("security", Box::new(|c| c.security.clear())),
-            (
-                "security",
-                Box::new(|c| c.security = vec![SecurityProtocol::Tls; 2]),
-            ),
+            ("security", Box::new(|c| c.security = vec![SecurityProtocol::Tls; 2])),
             ("max-message-size", Box::new(|c| c.max_message_size = 10)),
             ("heartbeat", Box::new(|c| c.heartbeat = Duration::ZERO)),
             ("max-peers", Box::new(|c| c.max_peers = 0)),

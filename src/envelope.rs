@@ -139,10 +139,8 @@ impl Envelope {
                 limit,
             });
         }
-        let mut decoder =
-            cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
-        let wire = WireEnvelope::deserialize(&mut decoder)
-            .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        let mut decoder = cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
+        let wire = WireEnvelope::deserialize(&mut decoder).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         let trailing = match decoder.into_inner().fill(bytes.len()) {
             Ok(Reference::Long(rest)) | Ok(Reference::Short(rest)) => rest.len(),
             Err(never) => match never {},
@@ -254,16 +252,10 @@ mod tests {
         envelope.id = String::new();
         assert_eq!(envelope.encode(LIMIT), Err(EnvelopeError::InvalidId(0)));
         envelope.id = "z".repeat(MAX_ID_LEN + 1);
-        assert_eq!(
-            envelope.encode(LIMIT),
-            Err(EnvelopeError::InvalidId(MAX_ID_LEN + 1))
-        );
+        assert_eq!(envelope.encode(LIMIT), Err(EnvelopeError::InvalidId(MAX_ID_LEN + 1)));
         envelope.id = "ok".into();
         envelope.content_type = "text/plain\n".into();
-        assert_eq!(
-            envelope.encode(LIMIT),
-            Err(EnvelopeError::InvalidContentType)
-        );
+        assert_eq!(envelope.encode(LIMIT), Err(EnvelopeError::InvalidContentType));
     }
 
     #[derive(Serialize)]
@@ -336,11 +328,7 @@ mod tests {
                 }),
                 "invalid_id",
             ),
-            (
-                "bad origin",
-                cbor(&foreign(b"not a peer id")),
-                "invalid_origin",
-            ),
+            ("bad origin", cbor(&foreign(b"not a peer id")), "invalid_origin"),
             (
                 "control char in content type",
                 cbor(&Foreign {

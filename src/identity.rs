@@ -24,13 +24,9 @@ pub enum IdentityError {
          restore it from a backup, or move it away to start with a new identity (a new peer id)"
     )]
     Corrupt { path: PathBuf, reason: String },
-    #[error(
-        "no key file at {0}: start the node once, or create one with `swarmnode key generate --out {0}`"
-    )]
+    #[error("no key file at {0}: start the node once, or create one with `swarmnode key generate --out {0}`")]
     Missing(PathBuf),
-    #[error(
-        "key file {0} already exists: pass --force to replace it (the node's peer id will change)"
-    )]
+    #[error("key file {0} already exists: pass --force to replace it (the node's peer id will change)")]
     Exists(PathBuf),
     #[error("cannot write key file {path}: {source}")]
     Unwritable { path: PathBuf, source: io::Error },
@@ -182,10 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         let first = generate(&path, false).unwrap();
-        assert!(matches!(
-            generate(&path, false),
-            Err(IdentityError::Exists(_))
-        ));
+        assert!(matches!(generate(&path, false), Err(IdentityError::Exists(_))));
         assert_eq!(load(&path).unwrap().public(), first.public());
         let replaced = generate(&path, true).unwrap();
         assert_ne!(replaced.public(), first.public());

@@ -66,19 +66,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let first_listen_events = std::mem::replace(&mut node.events, events);
         tokio::spawn(print_events(first_listen_events));
         if args.stdin {
-            tokio::spawn(publish_stdin_lines(
-                node.handle.clone(),
-                config.topics[0].clone(),
-            ));
+            tokio::spawn(publish_stdin_lines(node.handle.clone(), config.topics[0].clone()));
         }
         tokio::select! {
             () = shutdown_signal() => tracing::info!("shutting down"),
             () = node.stopped() => anyhow::bail!("the node stopped unexpectedly"),
         }
-        if tokio::time::timeout(SHUTDOWN_GRACE, node.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(SHUTDOWN_GRACE, node.shutdown()).await.is_err() {
             tracing::warn!("shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
         }
         Ok(())
@@ -89,15 +83,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

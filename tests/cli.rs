@@ -1,129 +1,14 @@
 //! The `swarmnode` binary as a user runs it: key commands, bad flags, the JSON event lines of `run`, a graceful exit
 //! on SIGTERM, and the README's three-node chat on loopback.
 
+mod support;
+
 use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdin, Command, Output, Stdio},
-    sync::mpsc,
-    thread,
+    io::Write,
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_swarmnode");
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn swarmnode(args: &[&str]) -> Output {
-    Command::new(BINARY)
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-/// A `swarmnode run` process whose stdout JSON lines arrive on a channel.
-struct RunningBinary {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<Value>,
-    _dir: tempfile::TempDir,
-}
-
-impl RunningBinary {
-    fn start(extra: &[&str]) -> RunningBinary {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BINARY)
-            .args([
-                "run",
-                "--no-mdns",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--heartbeat",
-                "1s",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                if sender.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        RunningBinary {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}"));
-            assert!(
-                line["ts"].as_u64().is_some(),
-                "every event has a ts: {line}"
-            );
-            if matches(&line) {
-                return line;
-            }
-        }
-    }
-
-    /// The TCP listen address, with `/p2p/<id>` taken from the key in the data dir.
-    fn address(&self) -> String {
-        let listening = self.wait_for("listening event", |l| l["event"] == "listening");
-        let output = swarmnode(&["id", "--data-dir", self._dir.path().to_str().unwrap()]);
-        let peer_id = String::from_utf8(output.stdout).unwrap();
-        format!(
-            "{}/p2p/{}",
-            listening["address"].as_str().unwrap(),
-            peer_id.trim()
-        )
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for RunningBinary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::binary::{RunningBinary, swarmnode};
 
 #[test]
 fn key_generate_writes_a_key_that_id_reads_and_refuses_to_overwrite() {
@@ -157,25 +42,12 @@ fn bad_input_exits_non_zero_with_a_message() {
     let data_dir = dir.path().to_str().unwrap();
     let cases: [(&[&str], &str); 4] = [
         (&["run", "--heartbeat", "often"], "--heartbeat"),
+        (&["run", "--data-dir", data_dir, "--no-mdns", "--topic", ""], "topic"),
         (
-            &["run", "--data-dir", data_dir, "--no-mdns", "--topic", ""],
-            "topic",
-        ),
-        (
-            &[
-                "run",
-                "--data-dir",
-                data_dir,
-                "--no-mdns",
-                "--listen",
-                "/ip4/127.0.0.1",
-            ],
+            &["run", "--data-dir", data_dir, "--no-mdns", "--listen", "/ip4/127.0.0.1"],
             "no transport",
         ),
-        (
-            &["id", "--key", "/nonexistent/identity.key"],
-            "swarmnode key generate",
-        ),
+        (&["id", "--key", "/nonexistent/identity.key"], "swarmnode key generate"),
     ];
     for (args, expected) in cases {
         let output = swarmnode(args);
@@ -187,7 +59,7 @@ fn bad_input_exits_non_zero_with_a_message() {
 
 #[test]
 fn run_prints_json_events_and_exits_zero_promptly_on_sigterm() {
-    let mut node = RunningBinary::start(&[]);
+    let mut node = RunningBinary::loopback(&[]);
     let listening = node.wait_for("listening event", |l| l["event"] == "listening");
     assert!(
         listening["address"]
@@ -199,19 +71,15 @@ fn run_prints_json_events_and_exits_zero_promptly_on_sigterm() {
     let status = node.terminate();
     assert!(status.success(), "exit status {status}");
     // The graceful shutdown is bounded at 2 s; anything near the test deadline would mean it is not.
-    assert!(
-        asked.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        asked.elapsed()
-    );
+    assert!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
 }
 
 #[test]
 fn three_node_chat_a_typed_line_arrives_at_the_other_two() {
-    let first = RunningBinary::start(&[]);
+    let first = RunningBinary::loopback(&[]);
     let bootstrap = first.address();
-    let second = RunningBinary::start(&["--bootstrap", &bootstrap]);
-    let mut third = RunningBinary::start(&["--bootstrap", &bootstrap, "--stdin"]);
+    let second = RunningBinary::loopback(&["--bootstrap", &bootstrap]);
+    let mut third = RunningBinary::loopback(&["--bootstrap", &bootstrap, "--stdin"]);
     // Typing before anyone has joined the topic would only log "not published": wait as a user would.
     third.wait_for("a subscriber", |l| l["event"] == "subscribed");
     second.wait_for("a subscriber", |l| l["event"] == "subscribed");

@@ -29,14 +29,8 @@ async fn a_corrupt_key_file_stops_the_node_with_a_clear_error_and_is_kept() {
         .expect("a corrupt key is refused");
     let message = format!("{error:#}");
     assert!(message.contains("corrupt"), "{message}");
-    assert!(
-        message.contains(&config.key_path.display().to_string()),
-        "{message}"
-    );
-    assert_eq!(
-        std::fs::read(&config.key_path).unwrap(),
-        b"\x08\x01\x12\x40truncated"
-    );
+    assert!(message.contains(&config.key_path.display().to_string()), "{message}");
+    assert_eq!(std::fs::read(&config.key_path).unwrap(), b"\x08\x01\x12\x40truncated");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,14 +38,8 @@ async fn a_second_node_on_the_same_data_dir_fails_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(&dir);
     let mut running = TestNode::start_with(config.clone(), tempfile::tempdir().unwrap()).await;
-    let error = node::spawn(config.clone())
-        .await
-        .err()
-        .expect("the data dir is locked");
-    assert!(
-        format!("{error:#}").contains("pass another --data-dir"),
-        "{error:#}"
-    );
+    let error = node::spawn(config.clone()).await.err().expect("the data dir is locked");
+    assert!(format!("{error:#}").contains("pass another --data-dir"), "{error:#}");
     running.stop().await;
     let restarted = node::spawn(config)
         .await

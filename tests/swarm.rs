@@ -13,10 +13,7 @@ use swarmnode::node::{EventKind, PublishError, PublishRequest};
 const TOPIC: &str = "swarmnode";
 
 /// Node 0 plus `others` nodes that bootstrap from node 0 only.
-async fn swarm(
-    others: usize,
-    adjust: impl Fn(&mut swarmnode::config::NodeConfig),
-) -> Vec<TestNode> {
+async fn swarm(others: usize, adjust: impl Fn(&mut swarmnode::config::NodeConfig)) -> Vec<TestNode> {
     let first = TestNode::start(&adjust).await;
     let bootstrap = first.tcp_address.clone();
     let mut nodes = vec![first];
@@ -47,11 +44,7 @@ async fn six_nodes_bootstrapped_from_one_find_each_other() {
     let nodes = swarm(5, |_| {}).await;
     let everyone: Vec<PeerId> = nodes.iter().map(|n| n.peer_id).collect();
     for node in &nodes {
-        let others: Vec<PeerId> = everyone
-            .iter()
-            .copied()
-            .filter(|p| *p != node.peer_id)
-            .collect();
+        let others: Vec<PeerId> = everyone.iter().copied().filter(|p| *p != node.peer_id).collect();
         eventually(
             &format!(
                 "{} has all 5 others in its routing table and 3+ connections",
@@ -59,8 +52,7 @@ async fn six_nodes_bootstrapped_from_one_find_each_other() {
             ),
             || async {
                 let status = node.status().await;
-                others.iter().all(|p| status.routing_table.contains(p))
-                    && status.connected_peers.len() >= 3
+                others.iter().all(|p| status.routing_table.contains(p)) && status.connected_peers.len() >= 3
             },
         )
         .await;
@@ -103,27 +95,19 @@ async fn a_message_reaches_every_other_node_exactly_once_intact() {
     for (index, node) in nodes.iter_mut().enumerate().filter(|(i, _)| *i != 3) {
         let mut copies: HashMap<String, usize> = HashMap::new();
         let mut received = HashMap::new();
-        while !copies.contains_key(&last.id)
-            || !copies.contains_key(&small.id)
-            || !copies.contains_key(&large.id)
-        {
+        while !copies.contains_key(&last.id) || !copies.contains_key(&small.id) || !copies.contains_key(&large.id) {
             let (id, from, content_type, data) = node
-                .wait_for(
-                    &format!("all three messages on node {index}"),
-                    |kind| match kind {
-                        EventKind::Message {
-                            id,
-                            from,
-                            content_type,
-                            data,
-                            topic,
-                            ..
-                        } if topic == TOPIC => {
-                            Some((id.clone(), *from, content_type.clone(), data.0.clone()))
-                        }
-                        _ => None,
-                    },
-                )
+                .wait_for(&format!("all three messages on node {index}"), |kind| match kind {
+                    EventKind::Message {
+                        id,
+                        from,
+                        content_type,
+                        data,
+                        topic,
+                        ..
+                    } if topic == TOPIC => Some((id.clone(), *from, content_type.clone(), data.0.clone())),
+                    _ => None,
+                })
                 .await;
             assert_eq!(from, publisher);
             *copies.entry(id.clone()).or_default() += 1;
@@ -152,23 +136,9 @@ async fn payloads_up_to_the_limit_are_delivered_and_larger_ones_refused_at_publi
     wait_for_subscribers(&nodes[0], TOPIC, 1).await;
     let limit = nodes[0].config.max_payload_size();
 
-    let refused = nodes[0]
-        .handle
-        .publish(text(TOPIC, vec![1u8; limit + 1]))
-        .await;
-    assert_eq!(
-        refused,
-        Err(PublishError::TooLarge {
-            size: limit + 1,
-            limit
-        })
-    );
-    assert!(
-        refused
-            .unwrap_err()
-            .to_string()
-            .contains("--max-message-size")
-    );
+    let refused = nodes[0].handle.publish(text(TOPIC, vec![1u8; limit + 1])).await;
+    assert_eq!(refused, Err(PublishError::TooLarge { size: limit + 1, limit }));
+    assert!(refused.unwrap_err().to_string().contains("--max-message-size"));
 
     let published = nodes[0]
         .handle
@@ -201,15 +171,9 @@ async fn bad_publish_requests_are_refused_and_the_node_keeps_working() {
             ..text(TOPIC, "x")
         })
         .await;
-    assert!(
-        matches!(long_id, Err(PublishError::InvalidEnvelope(_))),
-        "{long_id:?}"
-    );
+    assert!(matches!(long_id, Err(PublishError::InvalidEnvelope(_))), "{long_id:?}");
     let nobody = handle.publish(text("a-topic-nobody-joined", "x")).await;
-    assert_eq!(
-        nobody,
-        Err(PublishError::NoPeers("a-topic-nobody-joined".into()))
-    );
+    assert_eq!(nobody, Err(PublishError::NoPeers("a-topic-nobody-joined".into())));
 
     let ok = handle
         .publish(text(TOPIC, "still fine"))

@@ -14,8 +14,7 @@ const TOPIC: &str = "swarmnode";
 
 async fn default_node() -> TestNode {
     TestNode::start(|c| {
-        c.listen
-            .push("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap());
+        c.listen.push("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap());
     })
     .await
 }
@@ -40,18 +39,12 @@ async fn deliver(from: &TestNode, to: &mut TestNode) {
 }
 
 /// `dialer` connects to `listener` at `address`, then each publishes and the other receives.
-async fn connect_and_exchange(
-    dialer: &mut TestNode,
-    listener: &mut TestNode,
-    address: Multiaddr,
-) -> Multiaddr {
+async fn connect_and_exchange(dialer: &mut TestNode, listener: &mut TestNode, address: Multiaddr) -> Multiaddr {
     let listener_id = listener.peer_id;
     assert_eq!(dialer.handle.dial(address).await, Ok(listener_id));
     let used = dialer
         .wait_for("connection", |kind| match kind {
-            EventKind::Connected { peer, address, .. } if *peer == listener_id => {
-                Some(address.clone())
-            }
+            EventKind::Connected { peer, address, .. } if *peer == listener_id => Some(address.clone()),
             _ => None,
         })
         .await;
@@ -82,15 +75,9 @@ async fn a_noise_only_node_connects_to_a_default_node() {
 async fn a_node_dialling_over_quic_connects_to_a_default_node() {
     let mut default = default_node().await;
     let mut dialer = TestNode::start(|_| {}).await;
-    let address = default
-        .quic_address
-        .clone()
-        .expect("default node listens on QUIC");
+    let address = default.quic_address.clone().expect("default node listens on QUIC");
     let used = connect_and_exchange(&mut dialer, &mut default, address).await;
-    assert!(
-        used.iter().any(|p| p == Protocol::QuicV1),
-        "connected over {used}"
-    );
+    assert!(used.iter().any(|p| p == Protocol::QuicV1), "connected over {used}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,11 +90,5 @@ async fn nodes_with_no_security_protocol_in_common_cannot_connect() {
         error.contains("protocol"),
         "dial error names the failed negotiation: {error}"
     );
-    assert!(
-        !tls_only
-            .status()
-            .await
-            .connected_peers
-            .contains(&noise_only.peer_id)
-    );
+    assert!(!tls_only.status().await.connected_peers.contains(&noise_only.peer_id));
 }

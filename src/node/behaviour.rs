@@ -51,18 +51,14 @@ impl Behaviour {
             .with_max_pending_outgoing(Some(64));
 
         let mdns = if config.mdns {
-            Some(mdns::tokio::Behaviour::new(
-                mdns::Config::default(),
-                peer_id,
-            )?)
+            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
         } else {
             None
         };
 
         let mut kad_config = kad::Config::new(config.kad_protocol.clone());
         kad_config.set_periodic_bootstrap_interval(Some(config.kad_refresh));
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // Server mode on purpose: without it Kademlia waits for a confirmed external address, which nodes on a LAN
         // or loopback never get, and would then refuse to answer other peers' queries.
         kad.set_mode(Some(kad::Mode::Server));

@@ -58,10 +58,7 @@ impl BootstrapPeers {
 
     /// What to dial: every bootstrap address, with its peer id when we know it.
     pub fn dial_targets(&self) -> Vec<(Option<PeerId>, Multiaddr)> {
-        self.peers
-            .iter()
-            .map(|p| (p.peer, p.address.clone()))
-            .collect()
+        self.peers.iter().map(|p| (p.peer, p.address.clone())).collect()
     }
 
     /// Peers with a known id and their address, to seed the routing table.
@@ -105,10 +102,7 @@ impl BootstrapPeers {
 }
 
 fn without_p2p(address: &Multiaddr) -> Multiaddr {
-    address
-        .iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect()
+    address.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
 }
 
 /// The discoveries already announced, by peer and source.
@@ -120,12 +114,7 @@ pub struct Discoveries {
 impl Discoveries {
     /// Records that `source` reports `peer` at `addresses`; true when that is news (a new peer for this source, or
     /// other addresses than last time) and so worth a `discovered` event.
-    pub fn record(
-        &mut self,
-        peer: PeerId,
-        source: DiscoverySource,
-        addresses: &[Multiaddr],
-    ) -> bool {
+    pub fn record(&mut self, peer: PeerId, source: DiscoverySource, addresses: &[Multiaddr]) -> bool {
         let mut sorted = addresses.to_vec();
         sorted.sort();
         sorted.dedup();
@@ -159,10 +148,7 @@ mod tests {
             bootstrap.on_connected(peer, &addr("/dns4/bootstrap/tcp/4100")),
             Some(addr("/dns4/bootstrap/tcp/4100"))
         );
-        assert_eq!(
-            bootstrap.known(),
-            vec![(peer, addr("/dns4/bootstrap/tcp/4100"))]
-        );
+        assert_eq!(bootstrap.known(), vec![(peer, addr("/dns4/bootstrap/tcp/4100"))]);
         assert_eq!(
             bootstrap.dial_targets(),
             vec![(Some(peer), addr("/dns4/bootstrap/tcp/4100"))]
@@ -172,14 +158,8 @@ mod tests {
     #[test]
     fn an_address_with_a_peer_id_is_known_from_the_start_and_matches_by_id() {
         let peer = PeerId::random();
-        let mut bootstrap = BootstrapPeers::new(
-            &[addr(&format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}"))],
-            Instant::now(),
-        );
-        assert_eq!(
-            bootstrap.known(),
-            vec![(peer, addr("/ip4/127.0.0.1/tcp/1"))]
-        );
+        let mut bootstrap = BootstrapPeers::new(&[addr(&format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}"))], Instant::now());
+        assert_eq!(bootstrap.known(), vec![(peer, addr("/ip4/127.0.0.1/tcp/1"))]);
         // Reached through another address (e.g. one learned from identify): still the bootstrap peer.
         assert_eq!(
             bootstrap.on_connected(peer, &addr("/ip4/10.0.0.9/tcp/1")),

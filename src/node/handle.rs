@@ -118,10 +118,7 @@ impl Serialize for MessageData {
             }
             Err(_) => {
                 let mut map = serializer.serialize_map(Some(2))?;
-                map.serialize_entry(
-                    "data",
-                    &base64::engine::general_purpose::STANDARD.encode(&self.0),
-                )?;
+                map.serialize_entry("data", &base64::engine::general_purpose::STANDARD.encode(&self.0))?;
                 map.serialize_entry("encoding", "base64")?;
                 map.end()
             }
@@ -129,17 +126,11 @@ impl Serialize for MessageData {
     }
 }
 
-fn display<T: std::fmt::Display, S: Serializer>(
-    value: &T,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn display<T: std::fmt::Display, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(value)
 }
 
-fn display_all<T: std::fmt::Display, S: Serializer>(
-    values: &[T],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn display_all<T: std::fmt::Display, S: Serializer>(values: &[T], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(values.iter().map(ToString::to_string))
 }
 
@@ -166,9 +157,7 @@ pub struct Published {
 /// Why a publish was refused. Nothing was sent in any of these cases.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
-    #[error(
-        "payload is {size} bytes; the largest this node publishes is {limit} bytes (--max-message-size)"
-    )]
+    #[error("payload is {size} bytes; the largest this node publishes is {limit} bytes (--max-message-size)")]
     TooLarge { size: usize, limit: usize },
     #[error("invalid topic: {0}")]
     InvalidTopic(String),

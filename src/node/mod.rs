@@ -31,8 +31,8 @@ use tokio::{
 
 pub use behaviour::{agent_version, message_id};
 pub use handle::{
-    Direction, DiscoverySource, Event, EventKind, MessageData, NodeHandle, NodeStatus,
-    PublishError, PublishRequest, Published,
+    Direction, DiscoverySource, Event, EventKind, MessageData, NodeHandle, NodeStatus, PublishError, PublishRequest,
+    Published,
 };
 pub use transport::SecurityUpgrade;
 
@@ -226,10 +226,7 @@ impl EventLoop {
                 limit,
             });
         }
-        let content_type = request
-            .content_type
-            .as_deref()
-            .unwrap_or(DEFAULT_CONTENT_TYPE);
+        let content_type = request.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE);
         let mut envelope = Envelope::new(
             *self.swarm.local_peer_id(),
             content_type,
@@ -248,9 +245,7 @@ impl EventLoop {
             .gossipsub
             .publish(IdentTopic::new(&request.topic), bytes)
             .map_err(|e| match e {
-                gossipsub::PublishError::NoPeersSubscribedToTopic => {
-                    PublishError::NoPeers(request.topic.clone())
-                }
+                gossipsub::PublishError::NoPeersSubscribedToTopic => PublishError::NoPeers(request.topic.clone()),
                 gossipsub::PublishError::Duplicate => {
                     PublishError::Gossip("this exact envelope was already published".into())
                 }

@@ -49,10 +49,7 @@ impl EventLoop {
             } => {
                 let cause = cause.map_or_else(|| "closed".to_owned(), |e| e.to_string());
                 tracing::debug!(peer = %peer_id, %cause, "disconnected");
-                self.emit(EventKind::Disconnected {
-                    peer: peer_id,
-                    cause,
-                });
+                self.emit(EventKind::Disconnected { peer: peer_id, cause });
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id,
@@ -65,16 +62,12 @@ impl EventLoop {
                 }
             }
             SwarmEvent::IncomingConnectionError {
-                send_back_addr,
-                error,
-                ..
+                send_back_addr, error, ..
             } => {
                 tracing::debug!(from = %send_back_addr, "incoming connection failed: {error}");
             }
             SwarmEvent::ListenerError { error, .. } => tracing::warn!("listener error: {error}"),
-            SwarmEvent::ListenerClosed {
-                addresses, reason, ..
-            } => {
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
                 tracing::warn!(?addresses, ?reason, "listener closed");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.on_mdns(event),
@@ -86,12 +79,7 @@ impl EventLoop {
         }
     }
 
-    fn on_connection_established(
-        &mut self,
-        peer: PeerId,
-        endpoint: &ConnectedPoint,
-        num_established: u32,
-    ) {
+    fn on_connection_established(&mut self, peer: PeerId, endpoint: &ConnectedPoint, num_established: u32) {
         if let ConnectedPoint::Dialer { address, .. } = endpoint
             && let Some(bootstrap_address) = self.bootstrap.on_connected(peer, address)
         {
@@ -117,12 +105,7 @@ impl EventLoop {
         }
     }
 
-    fn announce_discovery(
-        &mut self,
-        peer: PeerId,
-        source: DiscoverySource,
-        addresses: Vec<Multiaddr>,
-    ) {
+    fn announce_discovery(&mut self, peer: PeerId, source: DiscoverySource, addresses: Vec<Multiaddr>) {
         if self.discoveries.record(peer, source, &addresses) {
             tracing::debug!(%peer, ?source, ?addresses, "discovered");
             self.emit(EventKind::Discovered {
@@ -143,10 +126,7 @@ impl EventLoop {
         }
         for (peer, addresses) in by_peer {
             for address in &addresses {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .add_address(&peer, address.clone());
+                self.swarm.behaviour_mut().kad.add_address(&peer, address.clone());
             }
             let dial = DialOpts::peer_id(peer)
                 .addresses(addresses.clone())
@@ -194,10 +174,7 @@ impl EventLoop {
             return;
         }
         for address in &info.listen_addrs {
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&peer_id, address.clone());
+            self.swarm.behaviour_mut().kad.add_address(&peer_id, address.clone());
         }
         self.announce_discovery(peer_id, DiscoverySource::Identify, info.listen_addrs);
     }
@@ -224,12 +201,7 @@ impl EventLoop {
 
     /// Every message is decoded and reported to gossipsub as accepted (then forwarded and delivered) or rejected
     /// (dropped, counted, and held against the peer that sent it).
-    fn on_gossip_message(
-        &mut self,
-        source: PeerId,
-        message_id: &gossipsub::MessageId,
-        message: gossipsub::Message,
-    ) {
+    fn on_gossip_message(&mut self, source: PeerId, message_id: &gossipsub::MessageId, message: gossipsub::Message) {
         let verdict = match Envelope::decode(&message.data, self.config.max_message_size) {
             Ok(envelope) if Some(envelope.origin) == message.source => Ok(envelope),
             Ok(_) => Err((

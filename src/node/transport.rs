@@ -37,8 +37,7 @@ impl SecurityUpgrade {
         Ok(SecurityUpgrade {
             order,
             noise: noise::Config::new(keypair).map_err(SecurityError::Noise)?,
-            tls: tls::Config::new(keypair)
-                .map_err(|e| SecurityError::Certificate(e.to_string()))?,
+            tls: tls::Config::new(keypair).map_err(|e| SecurityError::Certificate(e.to_string()))?,
         })
     }
 }
@@ -141,9 +140,7 @@ pub fn build_swarm(
                 .multiplex(yamux::Config::default())
         })?
         .with_dns()?
-        .with_behaviour(|key| {
-            behaviour(key).map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into)
-        })?
+        .with_behaviour(|key| behaviour(key).map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into))?
         // Liveness is our policy (ping heartbeats and the peer table), not libp2p's idle timer: a known peer stays
         // connected even when no protocol has a stream open.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::MAX))

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
+pub mod binary;
+pub mod netns;
+
 use std::{future::Future, time::Duration};
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
@@ -55,10 +58,7 @@ impl TestNode {
         let peer_id = handle.peer_id();
         let mut tcp_address = None;
         let mut quic_address = None;
-        let wants_quic = config
-            .listen
-            .iter()
-            .any(|a| a.iter().any(|p| p == Protocol::QuicV1));
+        let wants_quic = config.listen.iter().any(|a| a.iter().any(|p| p == Protocol::QuicV1));
         while tcp_address.is_none() || (wants_quic && quic_address.is_none()) {
             let event = next_event(&mut running.events).await;
             if let EventKind::Listening { address } = event.kind {
@@ -95,11 +95,7 @@ impl TestNode {
     }
 
     /// Waits for the next event matching `select`, returning what it extracts.
-    pub async fn wait_for<T>(
-        &mut self,
-        what: &str,
-        mut select: impl FnMut(&EventKind) -> Option<T>,
-    ) -> T {
+    pub async fn wait_for<T>(&mut self, what: &str, mut select: impl FnMut(&EventKind) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let event = tokio::time::timeout_at(deadline, next_event(&mut self.events))

@@ -1,0 +1,87 @@
+//! Test hosts of our own: two network namespaces joined by a veth pair, each with an address we choose, `lo` up and a
+//! multicast route (without it, sending to 224.0.0.251 fails with "Network is unreachable"). mDNS ignores loopback,
+//! so this is how a test exercises it without multicasting on the machine's real interfaces. The namespaces (and
+//! with them the veth pair) are deleted on drop, also when the test fails.
+
+use std::{os::unix::fs::MetadataExt, process::Command};
+
+pub struct NamespacePair {
+    pub names: [String; 2],
+    pub addresses: [String; 2],
+}
+
+/// Whether this process may create namespaces; `Err` says why not.
+fn available() -> Result<(), String> {
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .map_err(|e| format!("cannot read /proc: {e}"))?;
+    if uid != 0 {
+        return Err("not running as root".into());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => Err("the `ip` command (iproute2) is missing".into()),
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+impl NamespacePair {
+    /// Creates the pair, or returns `None` after printing why it cannot (never under `CI=true`, where a skipped
+    /// test would hide a broken feature: there it panics instead).
+    pub fn create(tag: &str, subnet: u8) -> Option<NamespacePair> {
+        if let Err(reason) = available() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but namespaces are unavailable: {reason}"
+            );
+            println!("SKIPPED: needs network namespaces ({reason})");
+            return None;
+        }
+        let pid = std::process::id();
+        let pair = NamespacePair {
+            names: [format!("sn-{tag}-{pid}-a"), format!("sn-{tag}-{pid}-b")],
+            addresses: [format!("10.231.{subnet}.1"), format!("10.231.{subnet}.2")],
+        };
+        let veth = [format!("snv{pid}{subnet}a"), format!("snv{pid}{subnet}b")];
+        let setup = || -> Result<(), String> {
+            for name in &pair.names {
+                ip(&["netns", "add", name])?;
+            }
+            ip(&["link", "add", &veth[0], "type", "veth", "peer", "name", &veth[1]])?;
+            for ((ns, dev), address) in pair.names.iter().zip(&veth).zip(&pair.addresses) {
+                ip(&["link", "set", dev, "netns", ns])?;
+                ip(&["-n", ns, "addr", "add", &format!("{address}/24"), "dev", dev])?;
+                ip(&["-n", ns, "link", "set", dev, "up"])?;
+                ip(&["-n", ns, "link", "set", "lo", "up"])?;
+                ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])?;
+            }
+            Ok(())
+        };
+        // Dropping `pair` on failure removes whatever was created.
+        setup().unwrap_or_else(|e| panic!("cannot set up namespaces: {e}"));
+        Some(pair)
+    }
+}
+
+impl Drop for NamespacePair {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
