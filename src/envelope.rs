@@ -363,6 +363,57 @@ mod tests {
         }
     }
 
+    /// The example in docs/protocol.md, byte for byte: if this changes, the document (and the wire format) did.
+    #[test]
+    fn the_documented_example_is_what_we_encode_and_decode() {
+        const DOCUMENTED: &str = "a6617601626964656d73672d31666f726967696e58260024080112208a88e3dd7409f195fd52db2d3cba5d72\
+                                  ca6709bf1d94121bf3748801b40f6f5c6773656e745f61741b0000019ab697e8006c636f6e74656e745f74\
+                                  7970656a746578742f706c61696e677061796c6f6164426869";
+        let key = libp2p::identity::Keypair::ed25519_from_bytes([1u8; 32]).unwrap();
+        let envelope = Envelope {
+            id: "msg-1".into(),
+            origin: key.public().to_peer_id(),
+            sent_at_ms: 1_764_000_000_000,
+            content_type: "text/plain".into(),
+            payload: b"hi".to_vec(),
+        };
+        assert_eq!(
+            envelope.origin.to_string(),
+            "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
+        );
+        assert_eq!(hex::encode(envelope.encode(LIMIT).unwrap()), DOCUMENTED);
+        assert_eq!(
+            Envelope::decode(&hex::decode(DOCUMENTED).unwrap(), LIMIT).unwrap(),
+            envelope
+        );
+    }
+
+    #[test]
+    fn fields_may_come_in_any_order() {
+        #[derive(Serialize)]
+        struct Reordered<'a> {
+            #[serde(with = "serde_bytes")]
+            payload: &'a [u8],
+            content_type: &'a str,
+            sent_at: u64,
+            #[serde(with = "serde_bytes")]
+            origin: &'a [u8],
+            id: &'a str,
+            v: u32,
+        }
+        let envelope = sample();
+        let origin = envelope.origin.to_bytes();
+        let bytes = cbor(&Reordered {
+            payload: &envelope.payload,
+            content_type: &envelope.content_type,
+            sent_at: envelope.sent_at_ms,
+            origin: &origin,
+            id: &envelope.id,
+            v: 1,
+        });
+        assert_eq!(Envelope::decode(&bytes, LIMIT).unwrap(), envelope);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
