@@ -258,20 +258,8 @@ mod tests {
         assert_eq!(envelope.encode(LIMIT), Err(EnvelopeError::InvalidContentType));
     }
 
-    #[derive(Serialize)]
-    struct Foreign<'a> {
-        v: u32,
-        id: &'a str,
-        #[serde(with = "serde_bytes")]
-        origin: &'a [u8],
-        sent_at: u64,
-        content_type: &'a str,
-        #[serde(with = "serde_bytes")]
-        payload: &'a [u8],
-    }
-
-    fn foreign(origin: &[u8]) -> Foreign<'_> {
-        Foreign {
+    fn foreign(origin: &[u8]) -> WireEnvelope<'_> {
+        WireEnvelope {
             v: 1,
             id: "abc",
             origin,
@@ -293,7 +281,7 @@ mod tests {
         #[derive(Serialize)]
         struct Extra<'a> {
             #[serde(flatten)]
-            inner: Foreign<'a>,
+            inner: WireEnvelope<'a>,
             extra: u8,
         }
         #[derive(Serialize)]
@@ -314,7 +302,7 @@ mod tests {
             ("trailing byte", with_trailing, "trailing_bytes"),
             (
                 "version 2",
-                cbor(&Foreign {
+                cbor(&WireEnvelope {
                     v: 2,
                     ..foreign(&origin)
                 }),
@@ -322,7 +310,7 @@ mod tests {
             ),
             (
                 "empty id",
-                cbor(&Foreign {
+                cbor(&WireEnvelope {
                     id: "",
                     ..foreign(&origin)
                 }),
@@ -331,7 +319,7 @@ mod tests {
             ("bad origin", cbor(&foreign(b"not a peer id")), "invalid_origin"),
             (
                 "control char in content type",
-                cbor(&Foreign {
+                cbor(&WireEnvelope {
                     content_type: "a\u{7}",
                     ..foreign(&origin)
                 }),
