@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use libp2p::PeerId;
 use support::{TestNode, eventually, wait_for_subscribers};
-use swarmnode::node::{EventKind, PublishError, PublishRequest};
+use swarmnode::node::{DiscoverySource, EventKind, PublishError, PublishRequest};
 
 const TOPIC: &str = "swarmnode";
 
@@ -57,6 +57,50 @@ async fn six_nodes_bootstrapped_from_one_find_each_other() {
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_found_only_through_kademlia_queries_are_reported_with_that_source() {
+    let mut nodes = swarm(3, |_| {}).await;
+    // The last node knows only node 0; nodes 1 and 2 reach it through its Kademlia lookups.
+    let bootstrap_peer = nodes[0].peer_id;
+    let found = nodes[3]
+        .wait_for("a discovery through Kademlia", |kind| match kind {
+            EventKind::Discovered {
+                peer,
+                source: DiscoverySource::Kademlia,
+                addresses,
+            } => Some((*peer, addresses.len())),
+            _ => None,
+        })
+        .await;
+    assert_ne!(
+        found.0, bootstrap_peer,
+        "the bootstrap peer is reported as such, not as a Kademlia find"
+    );
+    assert!(found.1 > 0, "a Kademlia discovery carries the addresses it found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeps_retrying_a_bootstrap_peer_that_starts_later() {
+    // Reserve a port for the bootstrap node, which starts only after its joiner.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let joiner = TestNode::start(|c| c.bootstrap = vec![address.clone()]).await;
+    eventually("the joiner has tried and failed at least once", || async {
+        joiner.status().await.connected_peers.is_empty()
+    })
+    .await;
+    let late = TestNode::start(|c| c.listen = vec![address.clone()]).await;
+    eventually(
+        "the joiner reaches the late bootstrap node and fills its routing table",
+        || async { joiner.status().await.routing_table.contains(&late.peer_id) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

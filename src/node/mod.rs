@@ -10,7 +10,7 @@ mod swarm_events;
 mod transport;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -20,7 +20,7 @@ use libp2p::{
     Multiaddr, PeerId, Swarm,
     gossipsub::{self, IdentTopic},
     swarm::{
-        ConnectionId,
+        ConnectionId, DialError,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
@@ -110,6 +110,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         discoveries: Discoveries::default(),
         rejected: BTreeMap::new(),
         pending_dials: HashMap::new(),
+        own_dials: HashSet::new(),
         _lock: lock,
     };
     let task = tokio::spawn(event_loop.run());
@@ -136,6 +137,9 @@ struct EventLoop {
     rejected: BTreeMap<&'static str, u64>,
     /// Dials requested through a handle, answered when the connection is established or fails.
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    /// Dials this loop started (bootstrap, mDNS, handle). Any other outbound connection was dialled by Kademlia, the
+    /// only behaviour here that dials on its own, which is how a peer found by a lookup is told apart.
+    own_dials: HashSet<ConnectionId>,
     /// Held until the loop ends, so the data directory is ours while the swarm runs.
     _lock: DataDirLock,
 }
@@ -179,7 +183,7 @@ impl EventLoop {
                     .build(),
                 None => DialOpts::unknown_peer_id().address(address.clone()).build(),
             };
-            if let Err(e) = self.swarm.dial(opts) {
+            if let Err(e) = self.start_dial(opts) {
                 tracing::debug!(%address, "bootstrap dial not started: {e}");
             }
         }
@@ -267,10 +271,18 @@ impl EventLoop {
             .map_err(|e| format!("{e:?}"))
     }
 
+    /// Dials, remembering that this loop (not a behaviour) asked for the connection.
+    fn start_dial(&mut self, opts: DialOpts) -> Result<(), DialError> {
+        let connection = opts.connection_id();
+        self.swarm.dial(opts)?;
+        self.own_dials.insert(connection);
+        Ok(())
+    }
+
     fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
         let opts = DialOpts::from(address);
         let connection = opts.connection_id();
-        match self.swarm.dial(opts) {
+        match self.start_dial(opts) {
             Ok(()) => {
                 self.pending_dials.insert(connection, reply);
             }

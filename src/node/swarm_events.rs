@@ -39,7 +39,8 @@ impl EventLoop {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
-                self.on_connection_established(peer_id, &endpoint, num_established.get());
+                let dialled_by_us = self.own_dials.remove(&connection_id);
+                self.on_connection_established(peer_id, &endpoint, num_established.get(), dialled_by_us);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -57,6 +58,7 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, "outgoing connection failed: {error}");
+                self.own_dials.remove(&connection_id);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }
@@ -79,16 +81,25 @@ impl EventLoop {
         }
     }
 
-    fn on_connection_established(&mut self, peer: PeerId, endpoint: &ConnectedPoint, num_established: u32) {
-        if let ConnectedPoint::Dialer { address, .. } = endpoint
-            && let Some(bootstrap_address) = self.bootstrap.on_connected(peer, address)
-        {
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&peer, bootstrap_address.clone());
-            self.announce_discovery(peer, DiscoverySource::Bootstrap, vec![bootstrap_address]);
-            self.kad_bootstrap();
+    fn on_connection_established(
+        &mut self,
+        peer: PeerId,
+        endpoint: &ConnectedPoint,
+        num_established: u32,
+        dialled_by_us: bool,
+    ) {
+        if let ConnectedPoint::Dialer { address, .. } = endpoint {
+            if let Some(bootstrap_address) = self.bootstrap.on_connected(peer, address) {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, bootstrap_address.clone());
+                self.announce_discovery(peer, DiscoverySource::Bootstrap, vec![bootstrap_address]);
+                self.kad_bootstrap();
+            } else if !dialled_by_us && !self.discoveries.knows(&peer) {
+                // Kademlia dialled a peer that a lookup returned.
+                self.announce_discovery(peer, DiscoverySource::Kademlia, vec![address.clone()]);
+            }
         }
         if num_established == 1 {
             let direction = if endpoint.is_dialer() {
@@ -132,7 +143,7 @@ impl EventLoop {
                 .addresses(addresses.clone())
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
-            if let Err(e) = self.swarm.dial(dial) {
+            if let Err(e) = self.start_dial(dial) {
                 tracing::debug!(%peer, "not dialling mDNS peer: {e}");
             }
             self.announce_discovery(peer, DiscoverySource::Mdns, addresses);
@@ -140,28 +151,18 @@ impl EventLoop {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
-        match event {
-            kad::Event::RoutingUpdated {
-                peer,
-                is_new_peer: true,
-                addresses,
-                ..
-            } if !self.discoveries.knows(&peer) => {
-                // A peer no other source told us about was found by a Kademlia query.
-                self.announce_discovery(peer, DiscoverySource::Kademlia, addresses.into_vec());
-            }
-            kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::Bootstrap(result),
-                step,
-                ..
-            } => match result {
-                Ok(ok) if step.last => {
-                    tracing::debug!(remaining = ok.num_remaining, "kademlia bootstrap finished");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!("kademlia bootstrap: {e}"),
-            },
-            _ => {}
+        let kad::Event::OutboundQueryProgressed {
+            result: kad::QueryResult::Bootstrap(result),
+            step,
+            ..
+        } = event
+        else {
+            return;
+        };
+        match result {
+            Ok(ok) if step.last => tracing::debug!(remaining = ok.num_remaining, "kademlia bootstrap finished"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!("kademlia bootstrap: {e}"),
         }
     }
 

@@ -70,7 +70,8 @@ impl TestNode {
                 }
             }
         }
-        let events = running.handle.subscribe_events();
+        // Keep the receiver that has seen everything since start; the node keeps a fresh one.
+        let events = std::mem::replace(&mut running.events, handle.subscribe_events());
         TestNode {
             node: Some(running),
             handle,
