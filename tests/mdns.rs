@@ -3,7 +3,10 @@
 
 mod support;
 
-use std::io::Write;
+use std::{
+    cell::{Cell, RefCell},
+    io::Write,
+};
 
 use support::{binary::RunningBinary, netns::NamespacePair};
 
@@ -25,23 +28,34 @@ fn two_nodes_on_one_lan_find_each_other_by_mdns_alone() {
         (&first, &ids[1], &lan.addresses[1]),
         (&second, &ids[0], &lan.addresses[0]),
     ] {
-        let found = node.wait_for("an mDNS discovery of the other node", |l| {
-            l["event"] == "discovered" && l["source"] == "mdns" && l["peer"] == other.as_str()
-        });
-        let addresses = found["addresses"].as_array().unwrap();
+        // Either side may dial first, so these arrive in any order.
+        let mdns_addresses = RefCell::new(None);
+        let connected = Cell::new(false);
+        let subscribed = Cell::new(false);
+        node.wait_for(
+            "mDNS discovery of, connection to and subscription of the other node",
+            |l| {
+                if l["peer"] == other.as_str() {
+                    if l["event"] == "discovered" && l["source"] == "mdns" {
+                        *mdns_addresses.borrow_mut() = Some(l["addresses"].clone());
+                    }
+                    connected.set(connected.get() || l["event"] == "connected");
+                    subscribed.set(subscribed.get() || l["event"] == "subscribed");
+                }
+                connected.get() && subscribed.get() && mdns_addresses.borrow().is_some()
+            },
+        );
+        let addresses = mdns_addresses.into_inner().unwrap();
         assert!(
             addresses
+                .as_array()
+                .unwrap()
                 .iter()
                 .any(|a| a.as_str().unwrap().contains(other_address.as_str())),
-            "mDNS reported {addresses:?}"
+            "mDNS reported {addresses}"
         );
-        node.wait_for("a connection to the other node", |l| {
-            l["event"] == "connected" && l["peer"] == other.as_str()
-        });
     }
 
-    second.wait_for("the other node's subscription", |l| l["event"] == "subscribed");
-    first.wait_for("the other node's subscription", |l| l["event"] == "subscribed");
     let stdin = second.stdin.as_mut().unwrap();
     writeln!(stdin, "found you on the LAN").unwrap();
     stdin.flush().unwrap();

@@ -74,8 +74,24 @@ impl NamespacePair {
         };
         // Dropping `pair` on failure removes whatever was created.
         setup().unwrap_or_else(|e| panic!("cannot set up namespaces: {e}"));
+        // A node started before the link is operationally up can lose its first mDNS packets; wait for carrier.
+        let deadline = std::time::Instant::now() + super::DEADLINE;
+        for (ns, dev) in pair.names.iter().zip(&veth) {
+            while !link_is_up(ns, dev) {
+                assert!(std::time::Instant::now() < deadline, "{dev} in {ns} never came up");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         Some(pair)
     }
+}
+
+fn link_is_up(ns: &str, dev: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", dev])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("state UP"))
+        .unwrap_or(false)
 }
 
 impl Drop for NamespacePair {
