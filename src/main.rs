@@ -62,9 +62,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let mut node = node::spawn(config.clone()).await?;
-        let events = node.handle.subscribe_events();
-        let first_listen_events = std::mem::replace(&mut node.events, events);
-        tokio::spawn(print_events(first_listen_events));
+        // The printer takes the receiver that has every event since start (the listen addresses first).
+        let events = std::mem::replace(&mut node.events, node.handle.subscribe_events());
+        tokio::spawn(print_events(events));
         if args.stdin {
             tokio::spawn(publish_stdin_lines(node.handle.clone(), config.topics[0].clone()));
         }

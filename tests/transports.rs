@@ -56,19 +56,13 @@ async fn connect_and_exchange(dialer: &mut TestNode, listener: &mut TestNode, ad
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_only_node_connects_to_a_default_node() {
+async fn a_tls_only_node_and_a_noise_only_node_each_connect_to_a_default_node() {
     let mut default = default_node().await;
-    let mut tls_only = TestNode::start(|c| c.security = vec![SecurityProtocol::Tls]).await;
-    let address = default.tcp_address.clone();
-    connect_and_exchange(&mut tls_only, &mut default, address).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_noise_only_node_connects_to_a_default_node() {
-    let mut default = default_node().await;
-    let mut noise_only = TestNode::start(|c| c.security = vec![SecurityProtocol::Noise]).await;
-    let address = default.tcp_address.clone();
-    connect_and_exchange(&mut noise_only, &mut default, address).await;
+    for only in [SecurityProtocol::Tls, SecurityProtocol::Noise] {
+        let mut single = TestNode::start(|c| c.security = vec![only]).await;
+        let address = default.tcp_address.clone();
+        connect_and_exchange(&mut single, &mut default, address).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
