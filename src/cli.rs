@@ -6,7 +6,10 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use libp2p::{Multiaddr, StreamProtocol};
 
-use crate::config::{self, NodeConfig, SecurityProtocol};
+use crate::{
+    config::{self, NodeConfig, SecurityProtocol},
+    peers::LivenessPolicy,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -116,6 +119,18 @@ pub struct RunArgs {
     /// Interval between pings to each connected peer, e.g. 500ms, 10s.
     #[arg(long, env = "SWARMNODE_HEARTBEAT", default_value = "10s", value_parser = config::parse_duration)]
     pub heartbeat: Duration,
+    /// A peer with no successful ping or traffic for this long is disconnected (then redialled).
+    #[arg(long, env = "SWARMNODE_PEER_TIMEOUT", default_value = "30s", value_parser = config::parse_duration)]
+    pub peer_timeout: Duration,
+    /// Redials after a peer drops before it is removed (bootstrap peers are retried for ever).
+    #[arg(long, env = "SWARMNODE_RECONNECT_ATTEMPTS", default_value_t = 3)]
+    pub reconnect_attempts: u32,
+    /// Delay before the first redial; doubled each attempt, with ±25 % jitter.
+    #[arg(long, env = "SWARMNODE_RECONNECT_BACKOFF", default_value = "1s", value_parser = config::parse_duration)]
+    pub reconnect_backoff: Duration,
+    /// Longest delay between redials.
+    #[arg(long, env = "SWARMNODE_RECONNECT_BACKOFF_MAX", default_value = "30s", value_parser = config::parse_duration)]
+    pub reconnect_backoff_max: Duration,
     /// Most connections at once (at most 2 per peer).
     #[arg(long, env = "SWARMNODE_MAX_PEERS", default_value_t = 128)]
     pub max_peers: u32,
@@ -151,6 +166,12 @@ impl RunArgs {
         config.max_message_size = self.max_message_size;
         config.heartbeat = self.heartbeat;
         config.max_peers = self.max_peers;
+        config.liveness = LivenessPolicy {
+            peer_timeout: self.peer_timeout,
+            reconnect_attempts: self.reconnect_attempts,
+            reconnect_backoff: self.reconnect_backoff,
+            reconnect_backoff_max: self.reconnect_backoff_max,
+        };
         Ok(config)
     }
 }
@@ -179,6 +200,7 @@ mod tests {
         assert_eq!(defaults.max_message_size, expected.max_message_size);
         assert_eq!(defaults.heartbeat, expected.heartbeat);
         assert_eq!(defaults.max_peers, expected.max_peers);
+        assert_eq!(defaults.liveness, expected.liveness);
         assert_eq!(defaults.key_path, PathBuf::from("/d/identity.key"));
         assert!(defaults.mdns);
 

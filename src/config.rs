@@ -5,7 +5,7 @@ use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use libp2p::{Multiaddr, StreamProtocol, multiaddr::Protocol};
 
-use crate::envelope::ENVELOPE_OVERHEAD;
+use crate::{envelope::ENVELOPE_OVERHEAD, peers::LivenessPolicy};
 
 /// The Kademlia protocol of a swarmnode swarm: our own, so that a swarm never merges into the public IPFS DHT.
 pub const DEFAULT_KAD_PROTOCOL: &str = "/swarmnode/kad/1.0.0";
@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Most peers connected at once.
     pub max_peers: u32,
+    /// When a silent peer is disconnected and how dropped peers are redialled.
+    pub liveness: LivenessPolicy,
 }
 
 impl NodeConfig {
@@ -75,6 +77,7 @@ impl NodeConfig {
             max_message_size: 1 << 20,
             heartbeat: Duration::from_secs(10),
             max_peers: 128,
+            liveness: LivenessPolicy::default(),
         }
     }
 
@@ -117,6 +120,21 @@ impl NodeConfig {
         }
         if self.kad_refresh < Duration::from_secs(1) {
             return Err(ConfigError::new("kad-refresh", "must be at least 1s"));
+        }
+        if self.liveness.peer_timeout <= self.heartbeat {
+            return Err(ConfigError::new(
+                "peer-timeout",
+                "must be longer than --heartbeat, or every peer would time out between two pings",
+            ));
+        }
+        if self.liveness.reconnect_backoff.is_zero() {
+            return Err(ConfigError::new("reconnect-backoff", "must be more than 0"));
+        }
+        if self.liveness.reconnect_backoff_max < self.liveness.reconnect_backoff {
+            return Err(ConfigError::new(
+                "reconnect-backoff-max",
+                "must be at least --reconnect-backoff",
+            ));
         }
         if self.max_peers == 0 {
             return Err(ConfigError::new("max-peers", "must be at least 1"));
@@ -263,6 +281,18 @@ mod tests {
             ("max-message-size", Box::new(|c| c.max_message_size = 10)),
             ("heartbeat", Box::new(|c| c.heartbeat = Duration::ZERO)),
             ("max-peers", Box::new(|c| c.max_peers = 0)),
+            (
+                "peer-timeout",
+                Box::new(|c| c.liveness.peer_timeout = Duration::from_secs(10)),
+            ),
+            (
+                "reconnect-backoff",
+                Box::new(|c| c.liveness.reconnect_backoff = Duration::ZERO),
+            ),
+            (
+                "reconnect-backoff-max",
+                Box::new(|c| c.liveness.reconnect_backoff_max = Duration::from_millis(1)),
+            ),
         ];
         for (setting, break_it) in cases {
             let mut config = config();

@@ -8,4 +8,5 @@ pub mod config;
 pub mod envelope;
 pub mod identity;
 pub mod node;
+pub mod peers;
 pub mod time;

@@ -10,7 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Serialize, Serializer, ser::SerializeMap};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::time::now_unix_ms;
+use crate::{peers::PeerState, time::now_unix_ms};
 
 /// Something that happened on the node, stamped with when it happened (unix ms).
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +94,18 @@ pub enum EventKind {
         sent_at: u64,
         #[serde(flatten)]
         data: MessageData,
+    },
+    /// The liveness policy moved `peer` from one state to another.
+    PeerState {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        from: PeerState,
+        to: PeerState,
+        reason: &'static str,
+        /// The reconnect attempt (0 outside reconnecting).
+        attempt: u32,
+        /// Milliseconds until the next redial, when one is scheduled.
+        next_retry_ms: Option<u64>,
     },
     /// A ping to `peer` came back after `rtt_ms`.
     Ping {

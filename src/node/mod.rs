@@ -45,6 +45,7 @@ use crate::{
     config::{NodeConfig, check_topic},
     envelope::{DEFAULT_CONTENT_TYPE, Envelope},
     identity::{self, DataDirLock},
+    peers::{Action, Decisions, PeerTable},
     time::now_unix_ms,
 };
 
@@ -52,8 +53,8 @@ use crate::{
 const EVENT_BUFFER: usize = 4096;
 /// Commands buffered before callers wait.
 const COMMAND_BUFFER: usize = 256;
-/// How often the loop checks whether bootstrapping is due again.
-const BOOTSTRAP_CHECK: Duration = Duration::from_millis(250);
+/// How often the loop asks the peer table and the bootstrap schedule what is due.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
 /// A node whose event loop is running.
 pub struct RunningNode {
@@ -103,6 +104,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let (events_tx, events) = broadcast::channel(EVENT_BUFFER);
     let event_loop = EventLoop {
         bootstrap: BootstrapPeers::new(&config.bootstrap, Instant::now()),
+        peers: PeerTable::new(config.liveness, rand::random()),
         swarm,
         config,
         commands,
@@ -133,6 +135,8 @@ struct EventLoop {
     events: broadcast::Sender<Event>,
     bootstrap: BootstrapPeers,
     discoveries: Discoveries,
+    /// The liveness policy: decides when to disconnect, redial and give up on peers.
+    peers: PeerTable,
     /// Envelopes rejected in gossipsub validation, by reason.
     rejected: BTreeMap<&'static str, u64>,
     /// Dials requested through a handle, answered when the connection is established or fails.
@@ -147,7 +151,7 @@ struct EventLoop {
 impl EventLoop {
     async fn run(mut self) {
         self.start_bootstrap();
-        let mut bootstrap_check = tokio::time::interval(BOOTSTRAP_CHECK);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -155,7 +159,11 @@ impl EventLoop {
                     Some(Command::Shutdown) | None => break,
                     Some(command) => self.on_command(command),
                 },
-                _ = bootstrap_check.tick() => self.on_bootstrap_check(),
+                _ = housekeeping.tick() => {
+                    let due = self.peers.tick(Instant::now());
+                    self.apply(due);
+                    self.on_bootstrap_check();
+                }
             }
         }
         tracing::info!("node stopped");
@@ -195,6 +203,46 @@ impl EventLoop {
             tracing::info!("routing table still empty: retrying the bootstrap peers");
             self.dial_bootstrap_peers();
             self.kad_bootstrap();
+        }
+    }
+
+    /// Carries out what the peer table decided and reports its state changes.
+    fn apply(&mut self, decisions: Decisions) {
+        for transition in decisions.transitions {
+            tracing::info!(peer = %transition.peer, from = ?transition.from, to = ?transition.to, reason = transition.reason,
+                attempt = transition.attempt, "peer state");
+            self.emit(EventKind::PeerState {
+                peer: transition.peer,
+                from: transition.from,
+                to: transition.to,
+                reason: transition.reason,
+                attempt: transition.attempt,
+                next_retry_ms: transition
+                    .next_retry
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            });
+        }
+        for action in decisions.actions {
+            match action {
+                Action::Dial { peer, addresses } => {
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addresses)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.start_dial(opts) {
+                        tracing::debug!(%peer, "redial not started: {e}");
+                        let failed = self.peers.dial_failed(peer, Instant::now());
+                        self.apply(failed);
+                    }
+                }
+                Action::Disconnect { peer } => {
+                    // Err only means it is already gone, which is what we want.
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                Action::Forget { peer } => {
+                    self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                }
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 //! against the envelope rules, and report what happened as `Event`s. One function per behaviour keeps each arm
 //! short; what to decide is asked of the pure modules.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Instant};
 
 use libp2p::{
     Multiaddr, PeerId,
@@ -51,6 +51,8 @@ impl EventLoop {
                 let cause = cause.map_or_else(|| "closed".to_owned(), |e| e.to_string());
                 tracing::debug!(peer = %peer_id, %cause, "disconnected");
                 self.emit(EventKind::Disconnected { peer: peer_id, cause });
+                let decisions = self.peers.disconnected(peer_id, Instant::now());
+                self.apply(decisions);
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id,
@@ -61,6 +63,10 @@ impl EventLoop {
                 self.own_dials.remove(&connection_id);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(error.to_string()));
+                }
+                if let Some(peer) = peer_id {
+                    let decisions = self.peers.dial_failed(peer, Instant::now());
+                    self.apply(decisions);
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -102,6 +108,10 @@ impl EventLoop {
             }
         }
         if num_established == 1 {
+            let decisions = self
+                .peers
+                .connected(peer, endpoint.get_remote_address(), Instant::now());
+            self.apply(decisions);
             let direction = if endpoint.is_dialer() {
                 Direction::Outbound
             } else {
@@ -117,6 +127,10 @@ impl EventLoop {
     }
 
     fn announce_discovery(&mut self, peer: PeerId, source: DiscoverySource, addresses: Vec<Multiaddr>) {
+        let decisions = self
+            .peers
+            .discovered(peer, &addresses, source == DiscoverySource::Bootstrap, Instant::now());
+        self.apply(decisions);
         if self.discoveries.record(peer, source, &addresses) {
             tracing::debug!(%peer, ?source, ?addresses, "discovered");
             self.emit(EventKind::Discovered {
@@ -186,7 +200,10 @@ impl EventLoop {
                 propagation_source,
                 message_id,
                 message,
-            } => self.on_gossip_message(propagation_source, &message_id, message),
+            } => {
+                self.peers.heard_from(propagation_source, None, Instant::now());
+                self.on_gossip_message(propagation_source, &message_id, message);
+            }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 self.emit(EventKind::Subscribed {
                     peer: peer_id,
@@ -238,12 +255,18 @@ impl EventLoop {
 
     fn on_ping(&mut self, event: ping::Event) {
         match event.result {
-            Ok(rtt) => self.emit(EventKind::Ping {
-                peer: event.peer,
-                // Microsecond precision: finer digits are noise.
-                rtt_ms: rtt.as_micros() as f64 / 1000.0,
-            }),
-            Err(e) => tracing::warn!(peer = %event.peer, "ping failed: {e}"),
+            Ok(rtt) => {
+                self.peers.heard_from(event.peer, Some(rtt), Instant::now());
+                self.emit(EventKind::Ping {
+                    peer: event.peer,
+                    // Microsecond precision: finer digits are noise.
+                    rtt_ms: rtt.as_micros() as f64 / 1000.0,
+                });
+            }
+            Err(e) => {
+                self.peers.ping_failed(event.peer);
+                tracing::warn!(peer = %event.peer, "ping failed: {e}");
+            }
         }
     }
 }

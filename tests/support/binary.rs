@@ -38,12 +38,28 @@ impl RunningBinary {
 
     /// `swarmnode run ARGS --data-dir <temporary>` started through `program PREFIX...` (e.g. `ip netns exec NS`).
     pub fn spawn(program: &str, prefix: &[&str], args: &[&str]) -> RunningBinary {
-        let dir = tempfile::tempdir().unwrap();
+        RunningBinary::spawn_in(tempfile::tempdir().unwrap(), program, prefix, args)
+    }
+
+    /// Starts the node again on the same data directory (same key), after it exited or was killed.
+    pub fn restart(mut self, args: &[&str]) -> RunningBinary {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        RunningBinary::spawn_in(dir, BINARY, &[], args)
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, program: &str, prefix: &[&str], args: &[&str]) -> RunningBinary {
         // The key exists before the node starts, so the peer id is known without racing its first write.
         let key = dir.path().join("identity.key");
-        let generated = swarmnode(&["key", "generate", "--out", path(key.as_os_str())]);
-        assert!(generated.status.success(), "key generate failed");
-        let peer_id = String::from_utf8(generated.stdout).unwrap().trim().to_owned();
+        let key = path(key.as_os_str());
+        let output = if std::path::Path::new(key).exists() {
+            swarmnode(&["id", "--key", key])
+        } else {
+            swarmnode(&["key", "generate", "--out", key])
+        };
+        assert!(output.status.success(), "cannot prepare the key");
+        let peer_id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
         let mut command = Command::new(program);
         if program != BINARY {
             command.args(prefix).arg(BINARY);
@@ -101,8 +117,19 @@ impl RunningBinary {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `KILL`) and waits for the exit status.
+    pub fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

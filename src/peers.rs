@@ -1,0 +1,577 @@
+//! `PeerTable`: the liveness policy, as a pure state machine. It is fed what happened to a peer (discovered,
+//! connected, heard from, disconnected, a redial failed) together with `now`, and answers with what to do (dial,
+//! disconnect, forget) and which state changes to report. No I/O and no clock of its own, so every transition is
+//! unit-tested with a fake clock; the event loop only carries events in and actions out.
+//!
+//! States follow the seed design: new → active → disconnected → reconnecting → active | removed. A peer silent for
+//! longer than the timeout is disconnected; a dropped peer is redialled with exponential backoff and jitter, up to the
+//! configured attempts, then removed. Bootstrap peers are never removed: past their attempts they are retried at the
+//! capped backoff, for ever.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use libp2p::{Multiaddr, PeerId};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+
+/// Where a peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// Known (discovered), never connected yet.
+    New,
+    /// Connected and heard from within the timeout.
+    Active,
+    /// The connection is gone (or we closed it because the peer fell silent).
+    Disconnected,
+    /// Waiting to redial, or redialling.
+    Reconnecting,
+    /// Given up on; not redialled unless discovered again.
+    Removed,
+}
+
+/// The policy's tunables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivenessPolicy {
+    /// No successful ping or traffic for this long: disconnect.
+    pub peer_timeout: Duration,
+    /// Redials after a drop before the peer is removed.
+    pub reconnect_attempts: u32,
+    /// Delay before the first redial; doubled for each further attempt.
+    pub reconnect_backoff: Duration,
+    /// Upper bound of the redial delay.
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for LivenessPolicy {
+    fn default() -> Self {
+        LivenessPolicy {
+            peer_timeout: Duration::from_secs(30),
+            reconnect_attempts: 3,
+            reconnect_backoff: Duration::from_secs(1),
+            reconnect_backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Something the event loop must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Dial {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    /// Drop the peer from routing state (it was removed).
+    Forget {
+        peer: PeerId,
+    },
+}
+
+/// A state change to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub peer: PeerId,
+    pub from: PeerState,
+    pub to: PeerState,
+    pub reason: &'static str,
+    /// The reconnect attempt this change belongs to (0 outside reconnecting).
+    pub attempt: u32,
+    /// Time until the next redial, when one is scheduled.
+    pub next_retry: Option<Duration>,
+}
+
+/// What the table decided in response to one input or tick.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decisions {
+    pub actions: Vec<Action>,
+    pub transitions: Vec<Transition>,
+}
+
+/// Everything the table keeps about one peer.
+#[derive(Debug, Clone)]
+pub struct PeerEntry {
+    pub state: PeerState,
+    pub addresses: Vec<Multiaddr>,
+    pub bootstrap: bool,
+    pub first_seen: Instant,
+    pub last_seen: Instant,
+    pub last_rtt: Option<Duration>,
+    pub smoothed_rtt: Option<Duration>,
+    pub consecutive_failures: u32,
+    pub attempt: u32,
+    pub next_retry: Option<Instant>,
+    pub removed_because: Option<&'static str>,
+    /// A redial is in flight; its outcome arrives as `connected` or `dial_failed`.
+    dialling: bool,
+}
+
+/// The peer table.
+#[derive(Debug)]
+pub struct PeerTable {
+    policy: LivenessPolicy,
+    peers: HashMap<PeerId, PeerEntry>,
+    rng: StdRng,
+}
+
+impl PeerTable {
+    /// `seed` drives the backoff jitter (fixed in tests, random in the node).
+    pub fn new(policy: LivenessPolicy, seed: u64) -> Self {
+        PeerTable {
+            policy,
+            peers: HashMap::new(),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn get(&self, peer: &PeerId) -> Option<&PeerEntry> {
+        self.peers.get(peer)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &PeerEntry)> {
+        self.peers.iter()
+    }
+
+    /// A peer became known (or known again) at `addresses`; `bootstrap` marks a configured bootstrap peer.
+    pub fn discovered(&mut self, peer: PeerId, addresses: &[Multiaddr], bootstrap: bool, now: Instant) -> Decisions {
+        let mut decisions = Decisions::default();
+        let entry = self.peers.entry(peer).or_insert_with(|| PeerEntry {
+            state: PeerState::New,
+            addresses: Vec::new(),
+            bootstrap,
+            first_seen: now,
+            last_seen: now,
+            last_rtt: None,
+            smoothed_rtt: None,
+            consecutive_failures: 0,
+            attempt: 0,
+            next_retry: None,
+            removed_because: None,
+            dialling: false,
+        });
+        entry.bootstrap |= bootstrap;
+        for address in addresses {
+            if !entry.addresses.contains(address) {
+                entry.addresses.push(address.clone());
+            }
+        }
+        if entry.state == PeerState::Removed {
+            entry.removed_because = None;
+            change(&mut decisions, peer, entry, PeerState::New, "rediscovered", None);
+        }
+        decisions
+    }
+
+    /// A connection to `peer` is up.
+    pub fn connected(&mut self, peer: PeerId, address: &Multiaddr, now: Instant) -> Decisions {
+        let mut decisions = self.discovered(peer, std::slice::from_ref(address), false, now);
+        let entry = self.peers.get_mut(&peer).expect("inserted by discovered");
+        entry.last_seen = now;
+        entry.dialling = false;
+        if entry.state != PeerState::Active {
+            let reason = if entry.state == PeerState::Reconnecting {
+                "reconnected"
+            } else {
+                "connected"
+            };
+            entry.attempt = 0;
+            entry.next_retry = None;
+            entry.consecutive_failures = 0;
+            change(&mut decisions, peer, entry, PeerState::Active, reason, None);
+        }
+        decisions
+    }
+
+    /// We heard from `peer`: a ping came back (with its round-trip time) or it sent us something.
+    pub fn heard_from(&mut self, peer: PeerId, rtt: Option<Duration>, now: Instant) {
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.last_seen = now;
+            entry.consecutive_failures = 0;
+            if let Some(rtt) = rtt {
+                entry.last_rtt = Some(rtt);
+                // The TCP estimator (RFC 6298): srtt = 7/8 srtt + 1/8 rtt.
+                entry.smoothed_rtt = Some(entry.smoothed_rtt.map_or(rtt, |srtt| (srtt * 7 + rtt) / 8));
+            }
+        }
+    }
+
+    /// A ping to `peer` failed; the timeout, not a single failure, decides when it is dead.
+    pub fn ping_failed(&mut self, peer: PeerId) {
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.consecutive_failures += 1;
+        }
+    }
+
+    /// The last connection to `peer` closed, for whatever reason: schedule the first redial.
+    pub fn disconnected(&mut self, peer: PeerId, now: Instant) -> Decisions {
+        let mut decisions = Decisions::default();
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return decisions;
+        };
+        if entry.state == PeerState::Active {
+            change(
+                &mut decisions,
+                peer,
+                entry,
+                PeerState::Disconnected,
+                "connection closed",
+                None,
+            );
+        }
+        if entry.state == PeerState::Disconnected {
+            self.schedule_retry(peer, now, &mut decisions);
+        }
+        decisions
+    }
+
+    /// The redial of `peer` failed: schedule the next attempt, or give up.
+    pub fn dial_failed(&mut self, peer: PeerId, now: Instant) -> Decisions {
+        let mut decisions = Decisions::default();
+        if let Some(entry) = self.peers.get_mut(&peer)
+            && entry.state == PeerState::Reconnecting
+            && entry.dialling
+        {
+            entry.dialling = false;
+            self.schedule_retry(peer, now, &mut decisions);
+        }
+        decisions
+    }
+
+    /// Time passes: disconnect silent peers and start redials that are due.
+    pub fn tick(&mut self, now: Instant) -> Decisions {
+        let mut decisions = Decisions::default();
+        for (peer, entry) in self.peers.iter_mut() {
+            match entry.state {
+                PeerState::Active if now.duration_since(entry.last_seen) > self.policy.peer_timeout => {
+                    decisions.actions.push(Action::Disconnect { peer: *peer });
+                    change(&mut decisions, *peer, entry, PeerState::Disconnected, "timeout", None);
+                }
+                PeerState::Reconnecting if !entry.dialling && entry.next_retry.is_some_and(|at| at <= now) => {
+                    entry.dialling = true;
+                    entry.next_retry = None;
+                    decisions.actions.push(Action::Dial {
+                        peer: *peer,
+                        addresses: entry.addresses.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        // Timed-out peers move on to reconnecting at once; their connection close then finds nothing to do.
+        let timed_out: Vec<PeerId> = decisions
+            .transitions
+            .iter()
+            .filter(|t| t.to == PeerState::Disconnected)
+            .map(|t| t.peer)
+            .collect();
+        for peer in timed_out {
+            self.schedule_retry(peer, now, &mut decisions);
+        }
+        decisions
+    }
+
+    /// The delay before attempt `attempt` (1-based): base × 2^(attempt−1), ±25 % jitter, capped.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let doubled = self
+            .policy
+            .reconnect_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let jittered = doubled.mul_f64(self.rng.gen_range(0.75..=1.25));
+        jittered.min(self.policy.reconnect_backoff_max)
+    }
+
+    fn schedule_retry(&mut self, peer: PeerId, now: Instant, decisions: &mut Decisions) {
+        let Some(entry) = self.peers.get(&peer) else {
+            return;
+        };
+        let attempt = entry.attempt + 1;
+        let exhausted = attempt > self.policy.reconnect_attempts;
+        if exhausted && !entry.bootstrap {
+            let entry = self.peers.get_mut(&peer).expect("checked above");
+            entry.removed_because = Some("reconnect attempts exhausted");
+            entry.next_retry = None;
+            change(
+                decisions,
+                peer,
+                entry,
+                PeerState::Removed,
+                "reconnect attempts exhausted",
+                None,
+            );
+            decisions.actions.push(Action::Forget { peer });
+            return;
+        }
+        let delay = if exhausted {
+            self.policy.reconnect_backoff_max
+        } else {
+            self.backoff(attempt)
+        };
+        let entry = self.peers.get_mut(&peer).expect("checked above");
+        entry.attempt = attempt;
+        entry.next_retry = Some(now + delay);
+        let reason = if exhausted {
+            "bootstrap peer: slow retry"
+        } else {
+            "redial scheduled"
+        };
+        change(decisions, peer, entry, PeerState::Reconnecting, reason, Some(delay));
+    }
+}
+
+fn change(
+    decisions: &mut Decisions,
+    peer: PeerId,
+    entry: &mut PeerEntry,
+    to: PeerState,
+    reason: &'static str,
+    next_retry: Option<Duration>,
+) {
+    decisions.transitions.push(Transition {
+        peer,
+        from: entry.state,
+        to,
+        reason,
+        attempt: if to == PeerState::Reconnecting {
+            entry.attempt
+        } else {
+            0
+        },
+        next_retry,
+    });
+    entry.state = to;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn policy() -> LivenessPolicy {
+        LivenessPolicy {
+            peer_timeout: 3 * SEC,
+            reconnect_attempts: 3,
+            reconnect_backoff: SEC,
+            reconnect_backoff_max: 30 * SEC,
+        }
+    }
+
+    fn addr() -> Multiaddr {
+        "/ip4/127.0.0.1/tcp/4100".parse().unwrap()
+    }
+
+    fn states(decisions: &Decisions) -> Vec<(PeerState, PeerState, &'static str)> {
+        decisions.transitions.iter().map(|t| (t.from, t.to, t.reason)).collect()
+    }
+
+    /// A table with one active peer, connected at `start`.
+    fn active(bootstrap: bool) -> (PeerTable, PeerId, Instant) {
+        let mut table = PeerTable::new(policy(), 7);
+        let peer = PeerId::random();
+        let start = Instant::now();
+        table.discovered(peer, &[addr()], bootstrap, start);
+        table.connected(peer, &addr(), start);
+        (table, peer, start)
+    }
+
+    /// Drives a dropped peer through every redial until it is removed (or, for bootstrap peers, past its attempts),
+    /// returning every retry delay scheduled.
+    fn fail_every_redial(
+        table: &mut PeerTable,
+        peer: PeerId,
+        mut now: Instant,
+        redials: u32,
+    ) -> (Vec<Duration>, Instant) {
+        let mut delays = Vec::new();
+        for _ in 0..redials {
+            let entry = table.get(&peer).unwrap();
+            let at = entry.next_retry.expect("a redial is scheduled");
+            delays.push(at - now);
+            assert!(
+                table.tick(at - Duration::from_millis(1)).actions.is_empty(),
+                "no redial before it is due"
+            );
+            now = at;
+            let due = table.tick(now);
+            assert_eq!(
+                due.actions,
+                vec![Action::Dial {
+                    peer,
+                    addresses: vec![addr()]
+                }]
+            );
+            let failed = table.dial_failed(peer, now);
+            if table.get(&peer).unwrap().state == PeerState::Removed {
+                assert_eq!(failed.actions, vec![Action::Forget { peer }]);
+                break;
+            }
+        }
+        (delays, now)
+    }
+
+    #[test]
+    fn new_then_active_on_connect() {
+        let mut table = PeerTable::new(policy(), 1);
+        let peer = PeerId::random();
+        let now = Instant::now();
+        assert!(table.discovered(peer, &[addr()], false, now).transitions.is_empty());
+        assert_eq!(table.get(&peer).unwrap().state, PeerState::New);
+        let up = table.connected(peer, &addr(), now);
+        assert_eq!(states(&up), vec![(PeerState::New, PeerState::Active, "connected")]);
+    }
+
+    #[test]
+    fn active_peers_heard_from_stay_active_and_silent_ones_time_out() {
+        let (mut table, peer, start) = active(false);
+        table.heard_from(peer, Some(Duration::from_millis(4)), start + 2 * SEC);
+        assert!(
+            table.tick(start + 4 * SEC).transitions.is_empty(),
+            "heard from 2 s ago, timeout 3 s"
+        );
+        let silent = table.tick(start + 5 * SEC + Duration::from_millis(1));
+        assert_eq!(silent.actions, vec![Action::Disconnect { peer }]);
+        assert_eq!(
+            states(&silent),
+            vec![
+                (PeerState::Active, PeerState::Disconnected, "timeout"),
+                (PeerState::Disconnected, PeerState::Reconnecting, "redial scheduled"),
+            ]
+        );
+        // The connection close that our disconnect causes changes nothing more.
+        assert!(table.disconnected(peer, start + 6 * SEC).transitions.is_empty());
+    }
+
+    #[test]
+    fn ping_failures_alone_do_not_disconnect_before_the_timeout() {
+        let (mut table, peer, start) = active(false);
+        table.ping_failed(peer);
+        table.ping_failed(peer);
+        assert_eq!(table.get(&peer).unwrap().consecutive_failures, 2);
+        assert!(table.tick(start + 2 * SEC).actions.is_empty());
+        table.heard_from(peer, None, start + 2 * SEC);
+        assert_eq!(table.get(&peer).unwrap().consecutive_failures, 0);
+    }
+
+    #[test]
+    fn a_drop_goes_disconnected_then_reconnecting_with_the_first_attempt_scheduled() {
+        let (mut table, peer, start) = active(false);
+        let dropped = table.disconnected(peer, start + SEC);
+        assert_eq!(
+            states(&dropped),
+            vec![
+                (PeerState::Active, PeerState::Disconnected, "connection closed"),
+                (PeerState::Disconnected, PeerState::Reconnecting, "redial scheduled"),
+            ]
+        );
+        let scheduled = &dropped.transitions[1];
+        assert_eq!(scheduled.attempt, 1);
+        let delay = scheduled.next_retry.unwrap();
+        assert!(
+            (Duration::from_millis(750)..=Duration::from_millis(1250)).contains(&delay),
+            "{delay:?}"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_the_peer_is_removed_after_exactly_the_configured_attempts() {
+        let (mut table, peer, start) = active(false);
+        table.disconnected(peer, start);
+        let (delays, _) = fail_every_redial(&mut table, peer, start, 10);
+        assert_eq!(delays.len(), 3, "three redials, then removed");
+        for (attempt, delay) in delays.iter().enumerate() {
+            let base = SEC * 2u32.pow(attempt as u32);
+            assert!(
+                delay.as_secs_f64() >= base.as_secs_f64() * 0.75 && delay.as_secs_f64() <= base.as_secs_f64() * 1.25
+            );
+        }
+        let entry = table.get(&peer).unwrap();
+        assert_eq!(entry.state, PeerState::Removed);
+        assert_eq!(entry.removed_because, Some("reconnect attempts exhausted"));
+        assert!(
+            table.tick(start + 3600 * SEC).actions.is_empty(),
+            "a removed peer is not redialled"
+        );
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let mut table = PeerTable::new(
+            LivenessPolicy {
+                reconnect_attempts: 20,
+                reconnect_backoff_max: 5 * SEC,
+                ..policy()
+            },
+            3,
+        );
+        for attempt in 1..=20 {
+            assert!(table.backoff(attempt) <= 5 * SEC);
+        }
+    }
+
+    #[test]
+    fn a_successful_redial_makes_the_peer_active_again_and_resets_the_attempts() {
+        let (mut table, peer, start) = active(false);
+        table.disconnected(peer, start);
+        let (_, now) = fail_every_redial(&mut table, peer, start, 2);
+        let entry = table.get(&peer).unwrap();
+        assert_eq!((entry.state, entry.attempt), (PeerState::Reconnecting, 3));
+        let back = table.connected(peer, &addr(), now + 10 * SEC);
+        assert_eq!(
+            states(&back),
+            vec![(PeerState::Reconnecting, PeerState::Active, "reconnected")]
+        );
+        assert_eq!(table.get(&peer).unwrap().attempt, 0);
+        // A later drop starts again at attempt 1.
+        assert_eq!(table.disconnected(peer, now + 20 * SEC).transitions[1].attempt, 1);
+    }
+
+    #[test]
+    fn a_removed_peer_discovered_again_is_new_again() {
+        let (mut table, peer, start) = active(false);
+        table.disconnected(peer, start);
+        let (_, now) = fail_every_redial(&mut table, peer, start, 10);
+        let again = table.discovered(peer, &[addr()], false, now + SEC);
+        assert_eq!(
+            states(&again),
+            vec![(PeerState::Removed, PeerState::New, "rediscovered")]
+        );
+        assert_eq!(table.get(&peer).unwrap().removed_because, None);
+    }
+
+    #[test]
+    fn bootstrap_peers_are_never_removed_and_are_retried_at_the_capped_backoff() {
+        let (mut table, peer, start) = active(true);
+        table.disconnected(peer, start);
+        let (delays, _) = fail_every_redial(&mut table, peer, start, 6);
+        assert_eq!(delays.len(), 6);
+        assert_eq!(table.get(&peer).unwrap().state, PeerState::Reconnecting);
+        assert_eq!(
+            delays[4..],
+            [30 * SEC, 30 * SEC],
+            "past its attempts: the slow schedule"
+        );
+    }
+
+    #[test]
+    fn a_dial_failure_for_a_peer_not_being_redialled_changes_nothing() {
+        let (mut table, peer, start) = active(false);
+        assert_eq!(table.dial_failed(peer, start), Decisions::default());
+        assert_eq!(table.dial_failed(PeerId::random(), start), Decisions::default());
+        assert_eq!(table.get(&peer).unwrap().state, PeerState::Active);
+    }
+
+    #[test]
+    fn round_trip_times_are_smoothed() {
+        let (mut table, peer, start) = active(false);
+        table.heard_from(peer, Some(Duration::from_millis(8)), start);
+        table.heard_from(peer, Some(Duration::from_millis(16)), start);
+        let entry = table.get(&peer).unwrap();
+        assert_eq!(entry.last_rtt, Some(Duration::from_millis(16)));
+        assert_eq!(entry.smoothed_rtt, Some(Duration::from_millis(9)));
+    }
+}

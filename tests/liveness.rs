@@ -1,0 +1,110 @@
+//! The liveness policy as an operator watching `swarmnode run` sees it, with short timings: a killed peer goes
+//! disconnected → reconnecting (one event per attempt) → removed after exactly the configured attempts, and a peer
+//! restarted on the same address and key within the backoff window becomes active again.
+
+mod support;
+
+use std::cell::RefCell;
+
+use serde_json::Value;
+use support::binary::{BINARY, RunningBinary};
+
+const FAST: [&str; 8] = [
+    "--heartbeat",
+    "200ms",
+    "--peer-timeout",
+    "1s",
+    "--reconnect-attempts",
+    "3",
+    "--reconnect-backoff-max",
+    "5s",
+];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `watcher`'s peer_state events about `peer`, as (from, to, attempt), until one reaches `last`.
+fn states_until(watcher: &RunningBinary, peer: &str, last: &str) -> Vec<(String, String, u64)> {
+    let seen = RefCell::new(Vec::new());
+    watcher.wait_for(&format!("{peer} to become {last}"), |l: &Value| {
+        if l["event"] != "peer_state" || l["peer"] != peer {
+            return false;
+        }
+        let (from, to) = (l["from"].as_str().unwrap(), l["to"].as_str().unwrap());
+        seen.borrow_mut()
+            .push((from.to_owned(), to.to_owned(), l["attempt"].as_u64().unwrap()));
+        to == last
+    });
+    seen.into_inner()
+}
+
+fn args<'a>(listen: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--no-mdns", "--listen", listen];
+    args.extend_from_slice(&FAST);
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn a_killed_peer_is_redialled_the_configured_number_of_times_then_removed() {
+    let watcher = RunningBinary::spawn(
+        BINARY,
+        &[],
+        &args("/ip4/127.0.0.1/tcp/0", &["--reconnect-backoff", "100ms"]),
+    );
+    let watcher_address = watcher.address();
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let mut victim = RunningBinary::spawn(
+        BINARY,
+        &[],
+        &args(
+            &listen,
+            &["--reconnect-backoff", "100ms", "--bootstrap", &watcher_address],
+        ),
+    );
+    let victim_id = victim.peer_id.clone();
+    let joined = states_until(&watcher, &victim_id, "active");
+    assert_eq!(joined.last().unwrap().0, "new");
+
+    victim.signal("KILL");
+    let states = states_until(&watcher, &victim_id, "removed");
+    let expected: Vec<(String, String, u64)> = [
+        ("active", "disconnected", 0),
+        ("disconnected", "reconnecting", 1),
+        ("reconnecting", "reconnecting", 2),
+        ("reconnecting", "reconnecting", 3),
+        ("reconnecting", "removed", 0),
+    ]
+    .iter()
+    .map(|(f, t, a)| (f.to_string(), t.to_string(), *a))
+    .collect();
+    assert_eq!(states, expected);
+}
+
+#[test]
+fn a_peer_restarted_within_the_backoff_window_becomes_active_again() {
+    let watcher = RunningBinary::spawn(
+        BINARY,
+        &[],
+        &args("/ip4/127.0.0.1/tcp/0", &["--reconnect-backoff", "1s"]),
+    );
+    let watcher_address = watcher.address();
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let victim_args = args(&listen, &["--bootstrap", &watcher_address]);
+    let mut victim = RunningBinary::spawn(BINARY, &[], &victim_args);
+    let victim_id = victim.peer_id.clone();
+    states_until(&watcher, &victim_id, "active");
+
+    victim.signal("KILL");
+    states_until(&watcher, &victim_id, "reconnecting");
+    let restarted = victim.restart(&victim_args);
+    assert_eq!(restarted.peer_id, victim_id, "same key, same peer id");
+    let back = states_until(&watcher, &victim_id, "active");
+    assert_eq!(back.last().unwrap().0, "reconnecting");
+    assert!(!back.iter().any(|(_, to, _)| to == "removed"), "{back:?}");
+}
