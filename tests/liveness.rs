@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::cell::RefCell;
+use std::{cell::RefCell, process::Command};
 
 use serde_json::Value;
 use support::binary::{BINARY, RunningBinary};
@@ -107,4 +107,42 @@ fn a_peer_restarted_within_the_backoff_window_becomes_active_again() {
     let back = states_until(&watcher, &victim_id, "active");
     assert_eq!(back.last().unwrap().0, "reconnecting");
     assert!(!back.iter().any(|(_, to, _)| to == "removed"), "{back:?}");
+}
+
+#[test]
+fn a_peer_that_stays_connected_but_stops_answering_is_disconnected_after_the_timeout() {
+    let watcher = RunningBinary::spawn(
+        BINARY,
+        &[],
+        &args("/ip4/127.0.0.1/tcp/0", &["--reconnect-backoff", "5s"]),
+    );
+    let watcher_address = watcher.address();
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let mut victim = RunningBinary::spawn(BINARY, &[], &args(&listen, &["--bootstrap", &watcher_address]));
+    let victim_id = victim.peer_id.clone();
+    states_until(&watcher, &victim_id, "active");
+
+    // A frozen process: the kernel keeps its TCP connection open, but nothing answers a ping.
+    let frozen_at = swarmnode::time::now_unix_ms();
+    Command::new("kill")
+        .args(["-STOP", &victim.child.id().to_string()])
+        .status()
+        .unwrap();
+    let timed_out = watcher.wait_for("the silent peer to time out", |l| {
+        l["event"] == "peer_state" && l["peer"] == victim_id.as_str() && l["to"] == "disconnected"
+    });
+    assert_eq!(timed_out["reason"], "timeout");
+    let detected_after = timed_out["ts"].as_u64().unwrap() - frozen_at;
+    // Not a timing assertion (the machine is noisy): a timeout can only fire after the configured second of silence.
+    assert!(
+        detected_after >= 1000,
+        "disconnected after only {detected_after} ms of silence"
+    );
+
+    Command::new("kill")
+        .args(["-CONT", &victim.child.id().to_string()])
+        .status()
+        .unwrap();
+    states_until(&watcher, &victim_id, "active");
+    victim.terminate();
 }
