@@ -50,27 +50,50 @@ fn args<'a>(listen: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-#[test]
-fn a_killed_peer_is_redialled_the_configured_number_of_times_then_removed() {
+/// A watcher, and a victim on a fixed port (so it can be restarted there) that bootstraps from it; returned once the
+/// watcher reports the victim active, with the victim's arguments for a restart.
+struct Watched {
+    watcher: RunningBinary,
+    victim: RunningBinary,
+    victim_id: String,
+    victim_args: Vec<String>,
+}
+
+fn watched(watcher_backoff: &str, victim_backoff: &str) -> Watched {
     let watcher = RunningBinary::spawn(
         BINARY,
         &[],
-        &args("/ip4/127.0.0.1/tcp/0", &["--reconnect-backoff", "100ms"]),
+        &args("/ip4/127.0.0.1/tcp/0", &["--reconnect-backoff", watcher_backoff]),
     );
     let watcher_address = watcher.address();
     let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-    let mut victim = RunningBinary::spawn(
-        BINARY,
-        &[],
-        &args(
-            &listen,
-            &["--reconnect-backoff", "100ms", "--bootstrap", &watcher_address],
-        ),
-    );
+    let victim_args: Vec<String> = args(
+        &listen,
+        &["--reconnect-backoff", victim_backoff, "--bootstrap", &watcher_address],
+    )
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let victim = RunningBinary::spawn(BINARY, &[], &victim_args.iter().map(String::as_str).collect::<Vec<_>>());
     let victim_id = victim.peer_id.clone();
     let joined = states_until(&watcher, &victim_id, "active");
     assert_eq!(joined.last().unwrap().0, "new");
+    Watched {
+        watcher,
+        victim,
+        victim_id,
+        victim_args,
+    }
+}
 
+#[test]
+fn a_killed_peer_is_redialled_the_configured_number_of_times_then_removed() {
+    let Watched {
+        watcher,
+        mut victim,
+        victim_id,
+        ..
+    } = watched("100ms", "100ms");
     victim.signal("KILL");
     let states = states_until(&watcher, &victim_id, "removed");
     let expected: Vec<(String, String, u64)> = [
@@ -88,21 +111,15 @@ fn a_killed_peer_is_redialled_the_configured_number_of_times_then_removed() {
 
 #[test]
 fn a_peer_restarted_within_the_backoff_window_becomes_active_again() {
-    let watcher = RunningBinary::spawn(
-        BINARY,
-        &[],
-        &args("/ip4/127.0.0.1/tcp/0", &["--reconnect-backoff", "1s"]),
-    );
-    let watcher_address = watcher.address();
-    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-    let victim_args = args(&listen, &["--bootstrap", &watcher_address]);
-    let mut victim = RunningBinary::spawn(BINARY, &[], &victim_args);
-    let victim_id = victim.peer_id.clone();
-    states_until(&watcher, &victim_id, "active");
-
+    let Watched {
+        watcher,
+        mut victim,
+        victim_id,
+        victim_args,
+    } = watched("1s", "1s");
     victim.signal("KILL");
     states_until(&watcher, &victim_id, "reconnecting");
-    let restarted = victim.restart(&victim_args);
+    let restarted = victim.restart(&victim_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(restarted.peer_id, victim_id, "same key, same peer id");
     let back = states_until(&watcher, &victim_id, "active");
     assert_eq!(back.last().unwrap().0, "reconnecting");
@@ -111,17 +128,12 @@ fn a_peer_restarted_within_the_backoff_window_becomes_active_again() {
 
 #[test]
 fn a_peer_that_stays_connected_but_stops_answering_is_disconnected_after_the_timeout() {
-    let watcher = RunningBinary::spawn(
-        BINARY,
-        &[],
-        &args("/ip4/127.0.0.1/tcp/0", &["--reconnect-backoff", "5s"]),
-    );
-    let watcher_address = watcher.address();
-    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-    let mut victim = RunningBinary::spawn(BINARY, &[], &args(&listen, &["--bootstrap", &watcher_address]));
-    let victim_id = victim.peer_id.clone();
-    states_until(&watcher, &victim_id, "active");
-
+    let Watched {
+        watcher,
+        mut victim,
+        victim_id,
+        ..
+    } = watched("5s", "1s");
     // A frozen process: the kernel keeps its TCP connection open, but nothing answers a ping.
     let frozen_at = swarmnode::time::now_unix_ms();
     Command::new("kill")
