@@ -133,10 +133,6 @@ impl PeerTable {
         self.peers.get(peer)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &PeerEntry)> {
-        self.peers.iter()
-    }
-
     /// A peer became known (or known again) at `addresses`; `bootstrap` marks a configured bootstrap peer.
     pub fn discovered(&mut self, peer: PeerId, addresses: &[Multiaddr], bootstrap: bool, now: Instant) -> Decisions {
         let mut decisions = Decisions::default();

@@ -11,6 +11,7 @@ mod transport;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    ops::ControlFlow,
     time::{Duration, Instant},
 };
 
@@ -155,10 +156,13 @@ impl EventLoop {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                command = self.commands.recv() => match command {
-                    Some(Command::Shutdown) | None => break,
-                    Some(command) => self.on_command(command),
-                },
+                command = self.commands.recv() => {
+                    // Every handle gone means nobody can ask anything of the node any more: stop, as on Shutdown.
+                    let Some(command) = command else { break };
+                    if self.on_command(command).is_break() {
+                        break;
+                    }
+                }
                 _ = housekeeping.tick() => {
                     let due = self.peers.tick(Instant::now());
                     self.apply(due);
@@ -252,7 +256,8 @@ impl EventLoop {
         }
     }
 
-    fn on_command(&mut self, command: Command) {
+    /// Serves one command; `Break` means stop the node.
+    fn on_command(&mut self, command: Command) -> ControlFlow<()> {
         // A caller that stopped waiting dropped its receiver; there is nobody left to tell.
         match command {
             Command::Publish { request, reply } => {
@@ -265,8 +270,9 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            Command::Shutdown => unreachable!("handled by the loop"),
+            Command::Shutdown => return ControlFlow::Break(()),
         }
+        ControlFlow::Continue(())
     }
 
     fn publish(&mut self, request: PublishRequest) -> Result<Published, PublishError> {
