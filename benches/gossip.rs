@@ -3,80 +3,31 @@
 //! give publish→deliver latency (`ts - sent_at`, one clock) and the delivery ratio. Also reports each process's
 //! resident memory at the end. Run through `scripts/bench-gossip.sh N M S` (release build).
 
+mod common;
+
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Write},
-    process::{Child, Command, Stdio},
+    io::Write,
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
+use common::{Node, percentile, rss_kib};
 use serde_json::Value;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_swarmnode");
 /// Gap between two publishes: bounded traffic, and a publisher that is not simply flooding its own queue.
 const PUBLISH_GAP: Duration = Duration::from_millis(20);
 
-struct Node {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Node `index`, whose event lines arrive on `lines` tagged with its index.
 fn start(index: usize, bootstrap: Option<&str>, lines: mpsc::Sender<(usize, Value)>) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(BINARY);
-    command
-        .args([
-            "run",
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--stdin",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    let mut args = vec!["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--stdin"];
     if let Some(address) = bootstrap {
-        command.args(["--bootstrap", address]);
+        args.extend(["--bootstrap", address]);
     }
-    let mut child = command.spawn().expect("swarmnode starts");
-    let stdout = child.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(value) = serde_json::from_str(&line)
-                && lines.send((index, value)).is_err()
-            {
-                return;
-            }
-        }
-    });
-    Node { child, _dir: dir }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank]
+    Node::start(tempfile::tempdir().unwrap(), &args, move |line| {
+        lines.send((index, line)).is_ok()
+    })
 }
 
 fn main() {
@@ -95,16 +46,7 @@ fn main() {
     let bootstrap = loop {
         let (_, line) = lines.recv_timeout(Duration::from_secs(30)).expect("node 0 listens");
         if line["event"] == "listening" {
-            let id = Command::new(BINARY)
-                .args(["id", "--data-dir"])
-                .arg(nodes[0]._dir.path())
-                .output()
-                .unwrap();
-            break format!(
-                "{}/p2p/{}",
-                line["address"].as_str().unwrap(),
-                String::from_utf8(id.stdout).unwrap().trim()
-            );
+            break format!("{}/p2p/{}", line["address"].as_str().unwrap(), nodes[0].peer_id);
         }
     };
     let started = Instant::now();

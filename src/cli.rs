@@ -42,6 +42,78 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// Commands that talk to a running node through its API.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Show a running node: peer id, addresses, protocols, uptime, topics.
+    Status(ClientArgs),
+    /// List the running node's peer table.
+    Peers(ClientArgs),
+    /// Ask the running node to dial an address and wait for the outcome.
+    Connect {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A multiaddr; `/p2p/<id>` optional.
+        address: String,
+    },
+    /// Close the running node's connections to a peer (it is then removed, not redialled).
+    Disconnect {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Peer id.
+        peer: String,
+    },
+    /// Publish a message through the running node.
+    Publish {
+        #[command(flatten)]
+        client: ClientArgs,
+        topic: String,
+        /// The message text; `-` or nothing reads it from stdin.
+        message: Option<String>,
+        /// Idempotency key: the same id again within the node's --dedup-window is sent once.
+        #[arg(long)]
+        id: Option<String>,
+        /// MIME type of the message [default: text/plain; charset=utf-8].
+        #[arg(long)]
+        content_type: Option<String>,
+    },
+    /// Print the messages of a topic as JSON lines until Ctrl-C (the node joins the topic if needed).
+    Subscribe {
+        #[command(flatten)]
+        client: ClientArgs,
+        topic: String,
+    },
+    /// Print the running node's events as JSON lines until Ctrl-C.
+    Events {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Comma-separated event names (e.g. peer_state,message); all when absent.
+        #[arg(long)]
+        types: Option<String>,
+        /// Only events about this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// What to check when peers do not find each other.
+    Diagnose(ClientArgs),
+}
+
+/// How the client commands reach a running node's API.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The node's API.
+    #[arg(long = "api", env = "SWARMNODE_API", default_value = "http://127.0.0.1:5100")]
+    pub api_url: String,
+    /// File holding the API's bearer token, when it requires one.
+    #[arg(long, env = "SWARMNODE_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +124,15 @@ pub enum KeyCommand {
         #[arg(long)]
         out: PathBuf,
         /// Replace an existing file (the peer id changes).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a new pre-shared swarm key (Kubo's swarm.key format, mode 0600) for `run --swarm-key`.
+    SwarmKey {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file (every node must then get the new one).
         #[arg(long)]
         force: bool,
     },
@@ -131,9 +212,38 @@ pub struct RunArgs {
     /// Longest delay between redials.
     #[arg(long, env = "SWARMNODE_RECONNECT_BACKOFF_MAX", default_value = "30s", value_parser = config::parse_duration)]
     pub reconnect_backoff_max: Duration,
-    /// Most connections at once (at most 2 per peer).
+    /// Longest a connection may take to be set up (connect, encryption, multiplexing); a dial to an address that
+    /// does not answer fails after this.
+    #[arg(long, env = "SWARMNODE_DIAL_TIMEOUT", default_value = "10s", value_parser = config::parse_duration)]
+    pub dial_timeout: Duration,
+    /// Most established connections at once (a peer normally has one, at most 2); beyond it new ones are refused.
     #[arg(long, env = "SWARMNODE_MAX_PEERS", default_value_t = 128)]
     pub max_peers: u32,
+    /// Most inbound connections in their handshake at once; beyond it new ones are refused.
+    #[arg(long, env = "SWARMNODE_MAX_PENDING_INCOMING", default_value_t = 64)]
+    pub max_pending_incoming: u32,
+    /// Most outbound dials in progress at once; beyond it new dials fail at once.
+    #[arg(long, env = "SWARMNODE_MAX_PENDING_OUTGOING", default_value_t = 64)]
+    pub max_pending_outgoing: u32,
+    /// How long a message id is remembered: a publish repeating it is answered from memory and sends nothing, and
+    /// receivers deliver an id once.
+    #[arg(long, env = "SWARMNODE_DEDUP_WINDOW", default_value = "2m", value_parser = config::parse_duration)]
+    pub dedup_window: Duration,
+    /// Publishes to one topic within this window go out as one gossip message (e.g. 5ms), or `off`. Every
+    /// subscriber must be a swarmnode: batches are our extension of the envelope (docs/protocol.md).
+    #[arg(long, env = "SWARMNODE_BATCH_WINDOW", default_value = "off", value_parser = parse_batch_window)]
+    pub batch_window: BatchWindow,
+    /// Private swarm: the pre-shared key file (`swarmnode key swarm-key`); only nodes with the same key can connect.
+    /// QUIC cannot carry it, so it is turned off.
+    #[arg(long, env = "SWARMNODE_SWARM_KEY")]
+    pub swarm_key: Option<PathBuf>,
+    /// Where to serve the HTTP/JSON control API, HOST:PORT (port 0 picks one), or `off`. Any address but loopback
+    /// needs --api-token-file.
+    #[arg(long = "api", env = "SWARMNODE_API_LISTEN", default_value = "127.0.0.1:5100")]
+    pub api_listen: String,
+    /// File holding the bearer token every API request must then carry.
+    #[arg(long, env = "SWARMNODE_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// Publish each line read from stdin on the first topic (end of input does not stop the node).
     #[arg(long)]
     pub stdin: bool,
@@ -145,6 +255,14 @@ pub struct SecurityOrder(pub Vec<SecurityProtocol>);
 
 fn parse_security_order(text: &str) -> Result<SecurityOrder, String> {
     config::parse_security(text).map(SecurityOrder)
+}
+
+/// `--batch-window` as one value (clap would read a bare `Option` as "the flag may be absent").
+#[derive(Debug, Clone, Copy)]
+pub struct BatchWindow(pub Option<Duration>);
+
+fn parse_batch_window(text: &str) -> Result<BatchWindow, String> {
+    config::parse_optional_duration(text).map(BatchWindow)
 }
 
 fn parse_protocol(text: &str) -> Result<StreamProtocol, String> {
@@ -166,6 +284,12 @@ impl RunArgs {
         config.max_message_size = self.max_message_size;
         config.heartbeat = self.heartbeat;
         config.max_peers = self.max_peers;
+        config.dial_timeout = self.dial_timeout;
+        config.swarm_key = self.swarm_key.clone();
+        config.max_pending_incoming = self.max_pending_incoming;
+        config.max_pending_outgoing = self.max_pending_outgoing;
+        config.dedup_window = self.dedup_window;
+        config.batch_window = self.batch_window.0;
         config.liveness = LivenessPolicy {
             peer_timeout: self.peer_timeout,
             reconnect_attempts: self.reconnect_attempts,
@@ -200,6 +324,11 @@ mod tests {
         assert_eq!(defaults.max_message_size, expected.max_message_size);
         assert_eq!(defaults.heartbeat, expected.heartbeat);
         assert_eq!(defaults.max_peers, expected.max_peers);
+        assert_eq!(defaults.max_pending_incoming, expected.max_pending_incoming);
+        assert_eq!(defaults.max_pending_outgoing, expected.max_pending_outgoing);
+        assert_eq!(defaults.dedup_window, expected.dedup_window);
+        assert_eq!(defaults.batch_window, expected.batch_window);
+        assert_eq!(defaults.dial_timeout, expected.dial_timeout);
         assert_eq!(defaults.liveness, expected.liveness);
         assert_eq!(defaults.key_path, PathBuf::from("/d/identity.key"));
         assert!(defaults.mdns);

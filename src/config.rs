@@ -55,10 +55,22 @@ pub struct NodeConfig {
     pub max_message_size: usize,
     /// Interval between pings to each connected peer.
     pub heartbeat: Duration,
-    /// Most peers connected at once.
+    /// Most established connections at once (a peer normally has one), so never more peers than this.
     pub max_peers: u32,
+    /// Most connections being set up at once, each way (a guard against handshake floods).
+    pub max_pending_incoming: u32,
+    pub max_pending_outgoing: u32,
     /// When a silent peer is disconnected and how dropped peers are redialled.
     pub liveness: LivenessPolicy,
+    /// How long a caller-chosen message id is remembered: a publish repeating it returns the first result, and a
+    /// receiver drops an envelope whose (origin, id) it delivered within this window.
+    pub dedup_window: Duration,
+    /// Publishes to one topic within this window travel as one gossip message (`None`: each on its own).
+    pub batch_window: Option<Duration>,
+    /// Longest a connection may take to be set up (connect, security, multiplexer), each way.
+    pub dial_timeout: Duration,
+    /// The private swarm's pre-shared key file, if the swarm is private.
+    pub swarm_key: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -77,7 +89,13 @@ impl NodeConfig {
             max_message_size: 1 << 20,
             heartbeat: Duration::from_secs(10),
             max_peers: 128,
+            max_pending_incoming: 64,
+            max_pending_outgoing: 64,
             liveness: LivenessPolicy::default(),
+            dedup_window: Duration::from_secs(120),
+            batch_window: None,
+            dial_timeout: Duration::from_secs(10),
+            swarm_key: None,
         }
     }
 
@@ -136,8 +154,17 @@ impl NodeConfig {
                 "must be at least --reconnect-backoff",
             ));
         }
+        if self.dial_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::new("dial-timeout", "must be at least 100ms"));
+        }
         if self.max_peers == 0 {
             return Err(ConfigError::new("max-peers", "must be at least 1"));
+        }
+        if self.max_pending_incoming == 0 {
+            return Err(ConfigError::new("max-pending-incoming", "must be at least 1"));
+        }
+        if self.max_pending_outgoing == 0 {
+            return Err(ConfigError::new("max-pending-outgoing", "must be at least 1"));
         }
         Ok(())
     }
@@ -184,6 +211,11 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 
 /// Addresses must name a transport this node has: TCP, or QUIC v1 over UDP.
 fn check_transport(setting: &'static str, address: &Multiaddr) -> Result<(), ConfigError> {
+    check_dialable(address).map_err(|reason| ConfigError::new(setting, reason))
+}
+
+/// Whether `address` names a transport this node speaks (TCP, or UDP with QUIC v1).
+pub fn check_dialable(address: &Multiaddr) -> Result<(), String> {
     let mut tcp = false;
     let mut udp = false;
     let mut quic = false;
@@ -198,9 +230,8 @@ fn check_transport(setting: &'static str, address: &Multiaddr) -> Result<(), Con
     if tcp || (udp && quic) {
         Ok(())
     } else {
-        Err(ConfigError::new(
-            setting,
-            format!("{address} has no transport swarmnode speaks (…/tcp/PORT or …/udp/PORT/quic-v1)"),
+        Err(format!(
+            "{address} has no transport swarmnode speaks (…/tcp/PORT or …/udp/PORT/quic-v1)"
         ))
     }
 }
@@ -221,6 +252,15 @@ pub fn parse_security(list: &str) -> Result<Vec<SecurityProtocol>, String> {
 /// Parses durations such as `500ms`, `10s`, `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+/// Parses `off` (or `0`) as `None`, anything else as a duration.
+pub fn parse_optional_duration(text: &str) -> Result<Option<Duration>, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let duration = parse_duration(text)?;
+    Ok((!duration.is_zero()).then_some(duration))
 }
 
 /// Parses sizes such as `1048576`, `512KiB`, `1MiB` (also `kb`/`mb` as binary multiples).
@@ -281,6 +321,9 @@ mod tests {
             ("max-message-size", Box::new(|c| c.max_message_size = 10)),
             ("heartbeat", Box::new(|c| c.heartbeat = Duration::ZERO)),
             ("max-peers", Box::new(|c| c.max_peers = 0)),
+            ("dial-timeout", Box::new(|c| c.dial_timeout = Duration::from_millis(5))),
+            ("max-pending-incoming", Box::new(|c| c.max_pending_incoming = 0)),
+            ("max-pending-outgoing", Box::new(|c| c.max_pending_outgoing = 0)),
             (
                 "peer-timeout",
                 Box::new(|c| c.liveness.peer_timeout = Duration::from_secs(10)),

@@ -139,15 +139,7 @@ impl Envelope {
                 limit,
             });
         }
-        let mut decoder = cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
-        let wire = WireEnvelope::deserialize(&mut decoder).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        let trailing = match decoder.into_inner().fill(bytes.len()) {
-            Ok(Reference::Long(rest)) | Ok(Reference::Short(rest)) => rest.len(),
-            Err(never) => match never {},
-        };
-        if trailing > 0 {
-            return Err(EnvelopeError::TrailingBytes(trailing));
-        }
+        let wire: WireEnvelope = decode_cbor(bytes)?;
         if wire.v != ENVELOPE_VERSION {
             return Err(EnvelopeError::UnsupportedVersion(wire.v));
         }
@@ -162,6 +154,21 @@ impl Envelope {
             payload: wire.payload.to_vec(),
         })
     }
+}
+
+/// Decodes exactly one CBOR item of shape `T` from `bytes`: `Malformed` if it is not one, `TrailingBytes` if
+/// anything follows it.
+pub(crate) fn decode_cbor<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, EnvelopeError> {
+    let mut decoder = cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
+    let value = T::deserialize(&mut decoder).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    let trailing = match decoder.into_inner().fill(bytes.len()) {
+        Ok(Reference::Long(rest)) | Ok(Reference::Short(rest)) => rest.len(),
+        Err(never) => match never {},
+    };
+    if trailing > 0 {
+        return Err(EnvelopeError::TrailingBytes(trailing));
+    }
+    Ok(value)
 }
 
 /// 16 random bytes as 32 lowercase hex digits.

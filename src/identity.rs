@@ -26,7 +26,7 @@ pub enum IdentityError {
     Corrupt { path: PathBuf, reason: String },
     #[error("no key file at {0}: start the node once, or create one with `swarmnode key generate --out {0}`")]
     Missing(PathBuf),
-    #[error("key file {0} already exists: pass --force to replace it (the node's peer id will change)")]
+    #[error("key file {0} already exists: pass --force to replace it (the old key is then gone for good)")]
     Exists(PathBuf),
     #[error("cannot write key file {path}: {source}")]
     Unwritable { path: PathBuf, source: io::Error },
@@ -83,6 +83,16 @@ pub fn generate(path: &Path, force: bool) -> Result<Keypair, IdentityError> {
 /// Writes the key to a temporary file with mode 0600 and renames it into place, so a crash never leaves a
 /// half-written key behind.
 fn write_new(path: &Path, keypair: &Keypair, force: bool) -> Result<(), IdentityError> {
+    let encoded = keypair.to_protobuf_encoding().map_err(|e| IdentityError::Unwritable {
+        path: path.into(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    write_secret(path, &encoded, force)
+}
+
+/// Writes a secret (a key) to a temporary file with mode 0600 and renames it into place; refuses to replace an
+/// existing file unless `force`.
+pub fn write_secret(path: &Path, contents: &[u8], force: bool) -> Result<(), IdentityError> {
     if !force && path.exists() {
         return Err(IdentityError::Exists(path.into()));
     }
@@ -93,10 +103,7 @@ fn write_new(path: &Path, keypair: &Keypair, force: bool) -> Result<(), Identity
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(unwritable)?;
     }
-    let encoded = keypair
-        .to_protobuf_encoding()
-        .map_err(|e| unwritable(io::Error::other(e.to_string())))?;
-    let temporary = path.with_extension("key.partial");
+    let temporary = path.with_extension("partial");
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -104,7 +111,7 @@ fn write_new(path: &Path, keypair: &Keypair, force: bool) -> Result<(), Identity
         .mode(0o600)
         .open(&temporary)
         .map_err(unwritable)?;
-    file.write_all(&encoded)
+    file.write_all(contents)
         .and_then(|()| file.sync_all())
         .map_err(unwritable)?;
     fs::rename(&temporary, path).map_err(unwritable)

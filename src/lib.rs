@@ -3,10 +3,17 @@
 //! The library holds everything the `swarmnode` binary runs, so that tests (and other Rust programs) can start
 //! in-process nodes and talk to them through the same `NodeHandle` the CLI uses. See `docs/architecture.md`.
 
+pub mod api;
+pub mod batch;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod dedup;
 pub mod envelope;
 pub mod identity;
+pub mod leave;
+pub mod metrics;
 pub mod node;
 pub mod peers;
+pub mod swarm_key;
 pub mod time;

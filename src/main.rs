@@ -2,16 +2,21 @@
 
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
+use anyhow::Context;
 use clap::Parser;
 use swarmnode::{
+    api::{self, ApiConfig},
     cli::{Cli, Command, KeyCommand, LogFormat, RunArgs},
+    client,
     envelope::TEXT_CONTENT_TYPE,
     identity,
     node::{self, Event, NodeHandle, PublishRequest},
+    swarm_key,
     time::now_unix_ms,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    signal::unix::{Signal, SignalKind, signal},
     sync::broadcast,
 };
 use tracing_subscriber::EnvFilter;
@@ -33,6 +38,17 @@ fn main() -> ExitCode {
         } => identity::generate(&out, force)
             .map(|key| println!("{}", key.public().to_peer_id()))
             .map_err(Into::into),
+        Command::Key {
+            command: KeyCommand::SwarmKey { out, force },
+        } => {
+            let (key, text) = swarm_key::generate();
+            identity::write_secret(&out, text.as_bytes(), force)
+                .map(|()| println!("{}", key.fingerprint()))
+                .map_err(Into::into)
+        }
+        Command::Client(command) => tokio::runtime::Runtime::new()
+            .map_err(Into::into)
+            .and_then(|runtime| runtime.block_on(client::run(command))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,7 +77,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let mut signals = ShutdownSignals::install()?;
+        let api_config = ApiConfig::from_flags(&args.api_listen, args.api_token_file.as_deref())?;
         let mut node = node::spawn(config.clone()).await?;
+        let api = match &api_config {
+            Some(api_config) => {
+                let api = api::start(api_config, node.handle.clone(), config.max_message_size).await?;
+                // Before any event line, so a script reading stdout learns the API's address first.
+                // Key order as in every event line: ts, event, then the fields.
+                let address = serde_json::Value::String(format!("http://{}", api.address));
+                println!(
+                    r#"{{"ts":{},"event":"api_listening","address":{address}}}"#,
+                    now_unix_ms()
+                );
+                Some(api)
+            }
+            None => None,
+        };
         // The printer takes the receiver that has every event since start (the listen addresses first).
         let events = std::mem::replace(&mut node.events, node.handle.subscribe_events());
         tokio::spawn(print_events(events));
@@ -69,8 +101,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::spawn(publish_stdin_lines(node.handle.clone(), config.topics[0].clone()));
         }
         tokio::select! {
-            () = shutdown_signal() => tracing::info!("shutting down"),
+            () = signals.recv() => tracing::info!("shutting down"),
             () = node.stopped() => anyhow::bail!("the node stopped unexpectedly"),
+        }
+        if let Some(api) = api {
+            api.stop();
         }
         if tokio::time::timeout(SHUTDOWN_GRACE, node.shutdown()).await.is_err() {
             tracing::warn!("shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
@@ -82,18 +117,26 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, caught from before the node starts: a signal that arrived between the first event line and
+/// the first poll of a lazily registered handler would otherwise kill the process without a graceful shutdown.
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
     }
 }
 

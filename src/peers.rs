@@ -5,8 +5,9 @@
 //!
 //! States follow the seed design: new → active → disconnected → reconnecting → active | removed. A peer silent for
 //! longer than the timeout is disconnected; a dropped peer is redialled with exponential backoff and jitter, up to the
-//! configured attempts, then removed. Bootstrap peers are never removed: past their attempts they are retried at the
-//! capped backoff, for ever.
+//! configured attempts, then removed. A peer that announced its departure is `left` and is not redialled. Bootstrap
+//! peers are never given up on: past their attempts (or after leaving) they are retried at the capped backoff, for
+//! ever.
 
 use std::{
     collections::HashMap,
@@ -31,6 +32,8 @@ pub enum PeerState {
     Reconnecting,
     /// Given up on; not redialled unless discovered again.
     Removed,
+    /// Announced that it was shutting down; not redialled (unless it is a bootstrap peer, on the slow schedule).
+    Left,
 }
 
 /// The policy's tunables.
@@ -106,6 +109,7 @@ pub struct PeerEntry {
     pub consecutive_failures: u32,
     pub attempt: u32,
     pub next_retry: Option<Instant>,
+    /// Why the peer was removed or left, while it is.
     pub removed_because: Option<&'static str>,
     /// A redial is in flight; its outcome arrives as `connected` or `dial_failed`.
     dialling: bool,
@@ -133,7 +137,9 @@ impl PeerTable {
         self.peers.get(peer)
     }
 
-    /// A peer became known (or known again) at `addresses`; `bootstrap` marks a configured bootstrap peer.
+    /// A peer became known (or known again) at `addresses`; `bootstrap` marks a configured bootstrap peer. A removed
+    /// peer becomes new again; one that left stays left until it connects (its old records linger in mDNS caches and
+    /// routing tables of others, which is no sign that it is back).
     pub fn discovered(&mut self, peer: PeerId, addresses: &[Multiaddr], bootstrap: bool, now: Instant) -> Decisions {
         let mut decisions = Decisions::default();
         let entry = self.peers.entry(peer).or_insert_with(|| PeerEntry {
@@ -170,14 +176,15 @@ impl PeerTable {
         entry.last_seen = now;
         entry.dialling = false;
         if entry.state != PeerState::Active {
-            let reason = if entry.state == PeerState::Reconnecting {
-                "reconnected"
-            } else {
-                "connected"
+            let reason = match entry.state {
+                PeerState::Reconnecting => "reconnected",
+                PeerState::Left => "returned",
+                _ => "connected",
             };
             entry.attempt = 0;
             entry.next_retry = None;
             entry.consecutive_failures = 0;
+            entry.removed_because = None;
             change(&mut decisions, peer, entry, PeerState::Active, reason, None);
         }
         decisions
@@ -203,6 +210,61 @@ impl PeerTable {
         }
     }
 
+    /// `peer` announced that it is shutting down: it is `left`, and its coming disconnection is expected. It is
+    /// dropped from routing (so nothing dials it), except a bootstrap peer, which is retried on the slow schedule.
+    pub fn left(&mut self, peer: PeerId, now: Instant) -> Decisions {
+        let mut decisions = Decisions::default();
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return decisions;
+        };
+        if matches!(entry.state, PeerState::Left | PeerState::Removed) {
+            return decisions;
+        }
+        entry.dialling = false;
+        entry.removed_because = Some("announced leave");
+        let retry = if entry.bootstrap {
+            entry.attempt = self.policy.reconnect_attempts;
+            entry.next_retry = Some(now + self.policy.reconnect_backoff_max);
+            Some(self.policy.reconnect_backoff_max)
+        } else {
+            entry.attempt = 0;
+            entry.next_retry = None;
+            decisions.actions.push(Action::Forget { peer });
+            None
+        };
+        change(&mut decisions, peer, entry, PeerState::Left, "announced leave", retry);
+        decisions
+    }
+
+    /// We closed the connection to `peer` on an operator's request: `removed`, so its closing schedules no redial.
+    pub fn dismissed(&mut self, peer: PeerId) -> Decisions {
+        let mut decisions = Decisions::default();
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return decisions;
+        };
+        decisions.actions.push(Action::Disconnect { peer });
+        if entry.state != PeerState::Removed {
+            entry.dialling = false;
+            entry.next_retry = None;
+            entry.attempt = 0;
+            entry.removed_because = Some("disconnected by operator");
+            change(
+                &mut decisions,
+                peer,
+                entry,
+                PeerState::Removed,
+                "disconnected by operator",
+                None,
+            );
+        }
+        decisions
+    }
+
+    /// Every peer the table knows, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &PeerEntry)> {
+        self.peers.iter()
+    }
+
     /// The last connection to `peer` closed, for whatever reason: schedule the first redial.
     pub fn disconnected(&mut self, peer: PeerId, now: Instant) -> Decisions {
         let mut decisions = Decisions::default();
@@ -225,13 +287,17 @@ impl PeerTable {
         decisions
     }
 
-    /// The redial of `peer` failed: schedule the next attempt, or give up.
+    /// A dial of `peer` failed. A redial schedules the next attempt, or gives up; so does the first dial of a peer
+    /// that was discovered but never reached (mDNS answers once, so a single failed dial would otherwise leave two
+    /// LAN neighbours apart until the next query, minutes later).
     pub fn dial_failed(&mut self, peer: PeerId, now: Instant) -> Decisions {
         let mut decisions = Decisions::default();
-        if let Some(entry) = self.peers.get_mut(&peer)
-            && entry.state == PeerState::Reconnecting
-            && entry.dialling
-        {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return decisions;
+        };
+        let redial = entry.state == PeerState::Reconnecting && entry.dialling;
+        let first_dial = entry.state == PeerState::New;
+        if redial || first_dial {
             entry.dialling = false;
             self.schedule_retry(peer, now, &mut decisions);
         }
@@ -246,6 +312,22 @@ impl PeerTable {
                 PeerState::Active if now.duration_since(entry.last_seen) > self.policy.peer_timeout => {
                     decisions.actions.push(Action::Disconnect { peer: *peer });
                     change(&mut decisions, *peer, entry, PeerState::Disconnected, "timeout", None);
+                }
+                PeerState::Left if entry.bootstrap && entry.next_retry.is_some_and(|at| at <= now) => {
+                    entry.dialling = true;
+                    entry.next_retry = None;
+                    decisions.actions.push(Action::Dial {
+                        peer: *peer,
+                        addresses: entry.addresses.clone(),
+                    });
+                    change(
+                        &mut decisions,
+                        *peer,
+                        entry,
+                        PeerState::Reconnecting,
+                        "bootstrap peer: slow retry",
+                        None,
+                    );
                 }
                 PeerState::Reconnecting if !entry.dialling && entry.next_retry.is_some_and(|at| at <= now) => {
                     entry.dialling = true;
@@ -312,6 +394,8 @@ impl PeerTable {
         entry.next_retry = Some(now + delay);
         let reason = if exhausted {
             "bootstrap peer: slow retry"
+        } else if entry.state == PeerState::New {
+            "dial failed: redial scheduled"
         } else {
             "redial scheduled"
         };
@@ -559,6 +643,114 @@ mod tests {
         assert_eq!(table.dial_failed(peer, start), Decisions::default());
         assert_eq!(table.dial_failed(PeerId::random(), start), Decisions::default());
         assert_eq!(table.get(&peer).unwrap().state, PeerState::Active);
+    }
+
+    #[test]
+    fn a_discovered_peer_whose_first_dial_fails_is_redialled_like_a_dropped_one() {
+        let mut table = PeerTable::new(policy(), 5);
+        let peer = PeerId::random();
+        let start = Instant::now();
+        table.discovered(peer, &[addr()], false, start);
+        let failed = table.dial_failed(peer, start);
+        assert_eq!(
+            states(&failed),
+            vec![(PeerState::New, PeerState::Reconnecting, "dial failed: redial scheduled")]
+        );
+        assert_eq!(failed.transitions[0].attempt, 1);
+        let (delays, _) = fail_every_redial(&mut table, peer, start, 10);
+        assert_eq!(delays.len(), 3, "the configured attempts, then removed");
+        assert_eq!(table.get(&peer).unwrap().state, PeerState::Removed);
+    }
+
+    #[test]
+    fn a_peer_that_announces_its_leave_is_left_forgotten_and_never_redialled() {
+        let (mut table, peer, start) = active(false);
+        let leaving = table.left(peer, start + SEC);
+        assert_eq!(
+            states(&leaving),
+            vec![(PeerState::Active, PeerState::Left, "announced leave")]
+        );
+        assert_eq!(leaving.actions, vec![Action::Forget { peer }]);
+        assert_eq!(table.get(&peer).unwrap().removed_because, Some("announced leave"));
+        // Its connection then closes: expected, so no redial is scheduled, now or ever.
+        assert_eq!(table.disconnected(peer, start + SEC), Decisions::default());
+        assert_eq!(table.tick(start + 3600 * SEC), Decisions::default());
+        // Stale discoveries do not revive it; a new connection does.
+        assert!(
+            table
+                .discovered(peer, &[addr()], false, start + 2 * SEC)
+                .transitions
+                .is_empty()
+        );
+        assert_eq!(table.get(&peer).unwrap().state, PeerState::Left);
+        let back = table.connected(peer, &addr(), start + 3 * SEC);
+        assert_eq!(states(&back), vec![(PeerState::Left, PeerState::Active, "returned")]);
+        assert_eq!(table.get(&peer).unwrap().removed_because, None);
+    }
+
+    #[test]
+    fn a_leave_announced_twice_or_by_an_unknown_peer_changes_nothing() {
+        let (mut table, peer, start) = active(false);
+        table.left(peer, start);
+        assert_eq!(table.left(peer, start), Decisions::default());
+        assert_eq!(table.left(PeerId::random(), start), Decisions::default());
+    }
+
+    #[test]
+    fn a_bootstrap_peer_that_left_is_retried_on_the_slow_schedule() {
+        let (mut table, peer, start) = active(true);
+        let leaving = table.left(peer, start);
+        assert!(leaving.actions.is_empty(), "a bootstrap peer stays in routing");
+        assert_eq!(leaving.transitions[0].next_retry, Some(30 * SEC));
+        table.disconnected(peer, start);
+        assert_eq!(table.tick(start + 29 * SEC), Decisions::default());
+        let due = table.tick(start + 30 * SEC);
+        assert_eq!(
+            states(&due),
+            vec![(PeerState::Left, PeerState::Reconnecting, "bootstrap peer: slow retry")]
+        );
+        assert_eq!(
+            due.actions,
+            vec![Action::Dial {
+                peer,
+                addresses: vec![addr()]
+            }]
+        );
+        let failed = table.dial_failed(peer, start + 30 * SEC);
+        assert_eq!(failed.transitions[0].next_retry, Some(30 * SEC));
+        assert_eq!(table.get(&peer).unwrap().state, PeerState::Reconnecting);
+    }
+
+    #[test]
+    fn a_peer_removed_for_silence_reports_why() {
+        let (mut table, peer, start) = active(false);
+        table.tick(start + 4 * SEC);
+        fail_every_redial(&mut table, peer, start + 4 * SEC, 10);
+        assert_eq!(
+            table.get(&peer).unwrap().removed_because,
+            Some("reconnect attempts exhausted")
+        );
+    }
+
+    #[test]
+    fn a_peer_the_operator_disconnects_is_removed_and_not_redialled() {
+        let (mut table, peer, start) = active(false);
+        let dismissed = table.dismissed(peer);
+        assert_eq!(dismissed.actions, vec![Action::Disconnect { peer }]);
+        assert_eq!(
+            states(&dismissed),
+            vec![(PeerState::Active, PeerState::Removed, "disconnected by operator")]
+        );
+        assert_eq!(table.disconnected(peer, start), Decisions::default());
+        assert_eq!(table.tick(start + 3600 * SEC), Decisions::default());
+        let back = table.connected(peer, &addr(), start + SEC);
+        assert_eq!(
+            states(&back),
+            vec![
+                (PeerState::Removed, PeerState::New, "rediscovered"),
+                (PeerState::New, PeerState::Active, "connected")
+            ]
+        );
     }
 
     #[test]

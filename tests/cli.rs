@@ -102,3 +102,124 @@ fn three_node_chat_a_typed_line_arrives_at_the_other_two() {
     assert!(ping["rtt_ms"].as_f64().is_some());
     assert!(third.terminate().success());
 }
+
+/// `swarmnode ARGS --api URL`, returning (success, stdout, stderr).
+fn client(api: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--api", api]);
+    let output = swarmnode(&all);
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn client_commands_drive_a_running_node() {
+    let node = RunningBinary::loopback(&[]);
+    let api = node.api.clone().unwrap();
+    let other = RunningBinary::loopback(&[]);
+    let other_address = other.address();
+
+    let (ok, out, _) = client(&api, &["status"]);
+    assert!(ok);
+    assert!(out.contains(&node.peer_id) && out.contains("swarmnode/"), "{out}");
+
+    let (ok, out, err) = client(&api, &["publish", "swarmnode", "too early"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("no connected peer") && err.contains("HTTP 409"), "{err}");
+
+    let (ok, out, err) = client(&api, &["connect", &other_address]);
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("connected to {}\n", other.peer_id));
+    other.wait_for("the node to join the topic", |l| l["event"] == "subscribed");
+
+    let (ok, out, _) = client(&api, &["peers"]);
+    assert!(ok);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&other.peer_id))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("active") && row.contains("outbound"), "{row}");
+    let (ok, out, _) = client(&api, &["peers", "--json"]);
+    assert!(ok);
+    let peers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(peers[0]["peer"], other.peer_id.as_str());
+
+    node.wait_for("the other node's subscription", |l| l["event"] == "subscribed");
+    let (ok, out, err) = client(&api, &["publish", "swarmnode", "from the cli", "--id", "cli-1"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("published id cli-1 to 1 peer(s)"), "{out}");
+    let (_, out, _) = client(
+        &api,
+        &["publish", "swarmnode", "from the cli", "--id", "cli-1", "--json"],
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["duplicate"],
+        true
+    );
+    let message = other.wait_for("the published message", |l| l["event"] == "message");
+    assert_eq!(
+        (&message["data"], &message["id"]),
+        (&"from the cli".into(), &"cli-1".into())
+    );
+
+    let (ok, out, _) = client(&api, &["diagnose"]);
+    assert!(ok && out.contains("routing table"), "{out}");
+    let (ok, out, _) = client(&api, &["disconnect", &other.peer_id]);
+    assert!(ok);
+    assert_eq!(out, format!("disconnected {}\n", other.peer_id));
+    let (ok, _, err) = client(&api, &["disconnect", "nonsense"]);
+    assert!(!ok && err.contains("not a peer id"), "{err}");
+}
+
+#[test]
+fn client_commands_without_a_node_say_so_in_one_line() {
+    // Port 1 on loopback: nothing listens there.
+    for args in [
+        &["status"][..],
+        &["peers", "--json"],
+        &["publish", "t", "x"],
+        &["events"],
+    ] {
+        let (ok, out, err) = client("http://127.0.0.1:1", args);
+        assert!(!ok, "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("no swarmnode API at http://127.0.0.1:1"), "{err}");
+    }
+}
+
+#[test]
+fn subscribe_prints_each_message_of_the_topic_as_a_json_line() {
+    let node = RunningBinary::loopback(&[]);
+    let api = node.api.clone().unwrap();
+    let mut publisher = RunningBinary::loopback(&["--topic", "news", "--stdin", "--bootstrap", &node.address()]);
+    let mut subscriber = std::process::Command::new(support::binary::BINARY)
+        .args(["subscribe", "news", "--api", &api])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    publisher.wait_for("the node to join news", |l| {
+        l["event"] == "subscribed" && l["topic"] == "news"
+    });
+    writeln!(publisher.stdin.as_mut().unwrap(), "extra, extra").unwrap();
+    let stdout = subscriber.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = sender.send(line);
+    });
+    let line = lines.recv_timeout(support::DEADLINE);
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+    let line = line.expect("a line from subscribe");
+    let message: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&message["event"], &message["topic"]),
+        (&"message".into(), &"news".into())
+    );
+    assert_eq!(message["data"], "extra, extra");
+    assert!(publisher.terminate().success());
+}

@@ -1,6 +1,7 @@
 //! The liveness policy as an operator watching `swarmnode run` sees it, with short timings: a killed peer goes
 //! disconnected → reconnecting (one event per attempt) → removed after exactly the configured attempts, and a peer
-//! restarted on the same address and key within the backoff window becomes active again.
+//! restarted on the same address and key within the backoff window becomes active again, one that shuts down
+//! gracefully is `left` and never redialled, and a frozen one is disconnected after the timeout.
 
 mod support;
 
@@ -54,6 +55,7 @@ fn args<'a>(listen: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 /// watcher reports the victim active, with the victim's arguments for a restart.
 struct Watched {
     watcher: RunningBinary,
+    watcher_address: String,
     victim: RunningBinary,
     victim_id: String,
     victim_args: Vec<String>,
@@ -80,6 +82,7 @@ fn watched(watcher_backoff: &str, victim_backoff: &str) -> Watched {
     assert_eq!(joined.last().unwrap().0, "new");
     Watched {
         watcher,
+        watcher_address,
         victim,
         victim_id,
         victim_args,
@@ -116,6 +119,7 @@ fn a_peer_restarted_within_the_backoff_window_becomes_active_again() {
         mut victim,
         victim_id,
         victim_args,
+        ..
     } = watched("1s", "1s");
     victim.signal("KILL");
     states_until(&watcher, &victim_id, "reconnecting");
@@ -157,4 +161,45 @@ fn a_peer_that_stays_connected_but_stops_answering_is_disconnected_after_the_tim
         .unwrap();
     states_until(&watcher, &victim_id, "active");
     victim.terminate();
+}
+
+#[test]
+fn a_peer_that_shuts_down_gracefully_is_left_and_not_redialled() {
+    let Watched {
+        watcher,
+        watcher_address,
+        mut victim,
+        victim_id,
+        ..
+    } = watched("100ms", "100ms");
+    assert!(victim.terminate().success());
+    let left = watcher.wait_for("the leave to be reported", |l| {
+        l["event"] == "peer_state" && l["peer"] == victim_id.as_str()
+    });
+    assert_eq!(
+        (&left["from"], &left["to"]),
+        (&"active".into(), &"left".into()),
+        "{left}"
+    );
+    assert_eq!(left["reason"], "announced leave");
+
+    // Any redial would be scheduled the moment the connection closes, so every event about the victim is out before
+    // the watcher reports a later connection: a newcomer's arrival fences them.
+    let newcomer = RunningBinary::spawn(
+        BINARY,
+        &[],
+        &args("/ip4/127.0.0.1/tcp/0", &["--bootstrap", &watcher_address]),
+    );
+    let after_leave = RefCell::new(Vec::new());
+    watcher.wait_for("the newcomer to connect", |l| {
+        if l["peer"] == victim_id.as_str() {
+            after_leave.borrow_mut().push(l.clone());
+        }
+        l["event"] == "connected" && l["peer"] == newcomer.peer_id.as_str()
+    });
+    let after_leave = after_leave.into_inner();
+    assert!(
+        after_leave.iter().all(|l| l["event"] != "peer_state"),
+        "no state change after leaving: {after_leave:?}"
+    );
 }

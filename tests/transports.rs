@@ -86,3 +86,37 @@ async fn nodes_with_no_security_protocol_in_common_cannot_connect() {
     );
     assert!(!tls_only.status().await.connected_peers.contains(&noise_only.peer_id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_to_a_listener_that_never_answers_fails_after_the_dial_timeout() {
+    // Accepts TCP connections and then says nothing, like a frozen process: without a timeout the dial would wait
+    // for ever.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let node = TestNode::start(|c| c.dial_timeout = std::time::Duration::from_millis(500)).await;
+    let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    // libp2p gives up by itself after 10 s; only the configured 500 ms can end the dial well before that (the
+    // bound is 10 times the setting, for a noisy machine).
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(support::DEADLINE, node.handle.dial(address))
+        .await
+        .expect("the dial ends")
+        .expect_err("nobody answers");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        error.to_lowercase().contains("timeout") || error.to_lowercase().contains("timed out"),
+        "{error}"
+    );
+    assert!(node.status().await.connected_peers.is_empty());
+    held.abort();
+}

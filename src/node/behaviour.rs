@@ -1,22 +1,34 @@
 //! The one `NetworkBehaviour` of a swarmnode, composed by derive: connection limits first (so a refused connection
 //! never reaches another protocol), then mDNS, Kademlia, gossipsub, identify and ping, each configured here from
-//! `NodeConfig`. Only standard libp2p protocols and wire formats are used, so other implementations can join.
+//! `NodeConfig`, and our own leave announcement. The standard protocols keep their standard ids and wire formats, so
+//! other implementations can join; ours are versioned and optional for them (docs/protocol.md).
+
+use std::time::Duration;
 
 use libp2p::{
     connection_limits, gossipsub, identify,
     identity::Keypair,
     kad, mdns, ping,
+    request_response::{self, ProtocolSupport, cbor},
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
 };
 use sha2::{Digest, Sha256};
 
-use crate::config::NodeConfig;
+use crate::{
+    config::NodeConfig,
+    leave::{LEAVE_PROTOCOL, LeaveAck, LeaveNotice, MAX_LEAVE_MESSAGE},
+};
 
 /// What identify reports as our protocol family; informational only.
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/swarmnode/1.0.0";
 /// Bytes a gossipsub RPC adds around one message's data (signature, key, source, sequence number, topic,
 /// framing). `max_transmit_size` is the message limit plus this, so a message of the full size always fits.
 pub const GOSSIP_RPC_OVERHEAD: usize = 4096;
+/// Connections kept to one peer at most: two, so a simultaneous dial from both sides is not refused.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// How long a node shutting down waits for its peers to acknowledge its leave notice. Short, because shutdown must
+/// stay quick (SIGTERM to exit within 2 s); on loopback or a LAN an ack takes a millisecond or two.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -26,11 +38,29 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
+    pub leave: cbor::Behaviour<LeaveNotice, LeaveAck>,
 }
 
 /// Our agent version, as identify reports it.
 pub fn agent_version() -> String {
     format!("swarmnode/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The protocols a node with `config` speaks (what identify advertises), for status reports.
+pub fn protocols(config: &NodeConfig) -> Vec<String> {
+    let mut protocols = vec![
+        "/ipfs/id/1.0.0".to_owned(),
+        "/ipfs/id/push/1.0.0".to_owned(),
+        "/ipfs/ping/1.0.0".to_owned(),
+        config.kad_protocol.to_string(),
+        "/meshsub/1.3.0".to_owned(),
+        "/meshsub/1.2.0".to_owned(),
+        "/meshsub/1.1.0".to_owned(),
+        "/meshsub/1.0.0".to_owned(),
+        LEAVE_PROTOCOL.to_string(),
+    ];
+    protocols.sort();
+    protocols
 }
 
 /// The gossipsub message id: SHA-256 of the message's data (the envelope bytes). Content-addressed, so the same
@@ -46,9 +76,9 @@ impl Behaviour {
 
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(config.max_peers))
-            .with_max_established_per_peer(Some(2))
-            .with_max_pending_incoming(Some(64))
-            .with_max_pending_outgoing(Some(64));
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+            .with_max_pending_incoming(Some(config.max_pending_incoming))
+            .with_max_pending_outgoing(Some(config.max_pending_outgoing));
 
         let mdns = if config.mdns {
             Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
@@ -84,6 +114,14 @@ impl Behaviour {
 
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.heartbeat));
 
+        let leave = cbor::Behaviour::with_codec(
+            cbor::codec::Codec::default()
+                .set_request_size_maximum(MAX_LEAVE_MESSAGE)
+                .set_response_size_maximum(MAX_LEAVE_MESSAGE),
+            [(LEAVE_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(LEAVE_TIMEOUT),
+        );
+
         Ok(Behaviour {
             limits: connection_limits::Behaviour::new(limits),
             mdns: mdns.into(),
@@ -91,6 +129,7 @@ impl Behaviour {
             gossipsub,
             identify,
             ping,
+            leave,
         })
     }
 

@@ -124,6 +124,18 @@ impl Discoveries {
         }
     }
 
+    /// Every source that has reported `peer`, in a fixed order.
+    pub fn sources(&self, peer: &PeerId) -> Vec<DiscoverySource> {
+        let mut sources: Vec<DiscoverySource> = self
+            .announced
+            .keys()
+            .filter(|(known, _)| known == peer)
+            .map(|(_, source)| *source)
+            .collect();
+        sources.sort();
+        sources
+    }
+
     /// Whether any source has reported `peer`.
     pub fn knows(&self, peer: &PeerId) -> bool {
         self.announced.keys().any(|(known, _)| known == peer)

@@ -10,7 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Serialize, Serializer, ser::SerializeMap};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::{peers::PeerState, time::now_unix_ms};
+use crate::{metrics::Metrics, peers::PeerState, time::now_unix_ms};
 
 /// Something that happened on the node, stamped with when it happened (unix ms).
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +72,16 @@ pub enum EventKind {
         address: Multiaddr,
         direction: Direction,
     },
+    /// A connection was refused before it was up, because a connection limit was reached; `peer` and `address` are
+    /// null when not known yet.
+    ConnectionRefused {
+        direction: Direction,
+        #[serde(serialize_with = "display_option")]
+        peer: Option<PeerId>,
+        #[serde(serialize_with = "display_option")]
+        address: Option<Multiaddr>,
+        reason: String,
+    },
     /// The last connection to `peer` closed.
     Disconnected {
         #[serde(serialize_with = "display")]
@@ -115,6 +125,46 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// Every event name, as the `"event"` field and the API's `?types=` filter spell them (`lagged` is the stream's
+    /// own notice that a reader fell behind).
+    pub const NAMES: [&'static str; 10] = [
+        "listening",
+        "discovered",
+        "connected",
+        "connection_refused",
+        "disconnected",
+        "subscribed",
+        "message",
+        "peer_state",
+        "ping",
+        "lagged",
+    ];
+
+    /// This event's name (its `"event"` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Listening { .. } => "listening",
+            EventKind::Discovered { .. } => "discovered",
+            EventKind::Connected { .. } => "connected",
+            EventKind::ConnectionRefused { .. } => "connection_refused",
+            EventKind::Disconnected { .. } => "disconnected",
+            EventKind::Subscribed { .. } => "subscribed",
+            EventKind::Message { .. } => "message",
+            EventKind::PeerState { .. } => "peer_state",
+            EventKind::Ping { .. } => "ping",
+        }
+    }
+
+    /// The topic the event is about, for events that have one.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            EventKind::Message { topic, .. } | EventKind::Subscribed { topic, .. } => Some(topic),
+            _ => None,
+        }
+    }
+}
+
 /// A message's payload. In JSON it is `"data"`: the text itself when the bytes are valid UTF-8, else base64 with
 /// `"encoding": "base64"` beside it, so consumers never guess.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +192,13 @@ fn display<T: std::fmt::Display, S: Serializer>(value: &T, serializer: S) -> Res
     serializer.collect_str(value)
 }
 
+fn display_option<T: std::fmt::Display, S: Serializer>(value: &Option<T>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn display_all<T: std::fmt::Display, S: Serializer>(values: &[T], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(values.iter().map(ToString::to_string))
 }
@@ -164,6 +221,11 @@ pub struct Published {
     pub id: String,
     /// The gossipsub message id (hex of SHA-256 of the envelope bytes).
     pub message_id: String,
+    /// Connected peers subscribed to the topic when it was sent (gossipsub floods our own messages to all of them).
+    pub recipients: usize,
+    /// True when the caller's id was already published within the dedup window: this is that first result, and
+    /// nothing was sent again.
+    pub duplicate: bool,
 }
 
 /// Why a publish was refused. Nothing was sent in any of these cases.
@@ -188,8 +250,15 @@ pub enum PublishError {
 pub struct NodeStatus {
     #[serde(serialize_with = "display")]
     pub peer_id: PeerId,
+    pub agent: String,
     #[serde(serialize_with = "display_all")]
     pub listen_addresses: Vec<Multiaddr>,
+    /// Addresses other peers reported seeing us at (identify), confirmed or not.
+    #[serde(serialize_with = "display_all")]
+    pub external_addresses: Vec<Multiaddr>,
+    /// The protocols this node speaks.
+    pub protocols: Vec<String>,
+    pub uptime_ms: u64,
     #[serde(serialize_with = "display_all")]
     pub connected_peers: Vec<PeerId>,
     /// Peers in the Kademlia routing table.
@@ -199,6 +268,92 @@ pub struct NodeStatus {
     pub topics: BTreeMap<String, usize>,
     /// Envelopes rejected in validation since start, by reason.
     pub rejected_messages: BTreeMap<&'static str, u64>,
+    /// Envelopes dropped since start because their publisher's id was already delivered within the dedup window.
+    pub duplicate_ids: u64,
+}
+
+/// One row of the peer table, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    #[serde(serialize_with = "display")]
+    pub peer: PeerId,
+    pub state: PeerState,
+    #[serde(serialize_with = "display_all")]
+    pub addresses: Vec<Multiaddr>,
+    /// Who opened the first current connection; null when not connected.
+    pub direction: Option<Direction>,
+    pub rtt_ms: Option<f64>,
+    pub smoothed_rtt_ms: Option<f64>,
+    /// When we last heard from the peer (unix ms).
+    pub last_seen: u64,
+    /// The reconnect attempt (0 outside reconnecting) and the time to the next redial.
+    pub attempt: u32,
+    pub next_retry_ms: Option<u64>,
+    /// How the peer came to our attention, first source first.
+    pub sources: Vec<DiscoverySource>,
+    /// Why the peer was removed or left, while it is.
+    pub reason: Option<&'static str>,
+    pub bootstrap: bool,
+}
+
+/// One of our topics: the peers gossipsub keeps in its mesh for it, and every peer known to be subscribed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicInfo {
+    pub topic: String,
+    #[serde(serialize_with = "display_all")]
+    pub mesh_peers: Vec<PeerId>,
+    #[serde(serialize_with = "display_all")]
+    pub subscribed_peers: Vec<PeerId>,
+}
+
+/// What an operator needs when peers do not find each other.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    #[serde(serialize_with = "display_all")]
+    pub listen_addresses: Vec<Multiaddr>,
+    #[serde(serialize_with = "display_all")]
+    pub external_addresses: Vec<Multiaddr>,
+    pub mdns_enabled: bool,
+    /// This machine's network interfaces, and whether mDNS runs on each.
+    pub interfaces: Vec<InterfaceStatus>,
+    pub routing_table_size: usize,
+    /// Configured bootstrap addresses and whether each one's peer is connected now.
+    pub bootstrap: Vec<BootstrapStatus>,
+    /// Gossipsub mesh size per topic of ours.
+    pub mesh_sizes: BTreeMap<String, usize>,
+    pub connections: ConnectionCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub addresses: Vec<String>,
+    /// mDNS (when on) queries and answers on every non-loopback IPv4 address.
+    pub mdns: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootstrapStatus {
+    #[serde(serialize_with = "display")]
+    pub address: Multiaddr,
+    /// The peer id, when the address carried one or a connection taught it.
+    #[serde(serialize_with = "display_option")]
+    pub peer: Option<PeerId>,
+    pub connected: bool,
+}
+
+/// Connections now against the configured limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionCounts {
+    pub established_incoming: u32,
+    pub established_outgoing: u32,
+    pub pending_incoming: u32,
+    pub pending_outgoing: u32,
+    pub connected_peers: usize,
+    pub max_peers: u32,
+    pub max_pending_incoming: u32,
+    pub max_pending_outgoing: u32,
+    pub max_per_peer: u32,
 }
 
 /// Requests the event loop serves; each carries the sender for its reply.
@@ -219,6 +374,25 @@ pub(crate) enum Command {
     Status {
         reply: oneshot::Sender<NodeStatus>,
     },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    /// Closes every connection to `peer`; the reply is whether it was connected.
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Leaves `topic`; the reply is whether we were subscribed.
+    Unsubscribe {
+        topic: String,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+    Topics {
+        reply: oneshot::Sender<Vec<TopicInfo>>,
+    },
+    Diagnose {
+        reply: oneshot::Sender<Diagnosis>,
+    },
     Shutdown,
 }
 
@@ -228,11 +402,17 @@ pub struct NodeHandle {
     pub(crate) peer_id: PeerId,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) metrics: Metrics,
 }
 
 impl NodeHandle {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// The node's metrics (libp2p's and ours), for `GET /metrics` and for recording API requests.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// A new receiver of every event from now on.
@@ -265,6 +445,35 @@ impl NodeHandle {
     /// The node's current status; `None` once it has stopped.
     pub async fn status(&self) -> Option<NodeStatus> {
         self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// Every peer in the peer table.
+    pub async fn peers(&self) -> Option<Vec<PeerInfo>> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Closes every connection to `peer`. Our own decision, so the peer is `removed`, not redialled (until it is
+    /// discovered again or connects); `Some(false)` when it was not connected.
+    pub async fn disconnect(&self, peer: PeerId) -> Option<bool> {
+        self.ask(|reply| Command::Disconnect { peer, reply }).await
+    }
+
+    /// Leaves a topic; `Ok(false)` when we were not subscribed.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<bool, String> {
+        let topic = topic.to_owned();
+        self.ask(|reply| Command::Unsubscribe { topic, reply })
+            .await
+            .unwrap_or_else(|| Err(PublishError::NodeStopped.to_string()))
+    }
+
+    /// Our topics with their mesh and subscribed peers.
+    pub async fn topics(&self) -> Option<Vec<TopicInfo>> {
+        self.ask(|reply| Command::Topics { reply }).await
+    }
+
+    /// Everything `GET /v1/diagnose` reports.
+    pub async fn diagnose(&self) -> Option<Diagnosis> {
+        self.ask(|reply| Command::Diagnose { reply }).await
     }
 
     /// Asks the node to stop; returns at once (await the node's task to know it has).
@@ -332,5 +541,62 @@ mod tests {
         assert_eq!(value["source"], "mdns");
         assert_eq!(value["peer"], peer.to_string());
         assert_eq!(value["addresses"][0], "/ip4/10.0.0.1/tcp/4100");
+    }
+
+    #[test]
+    fn event_names_are_the_serialized_tags() {
+        let peer = PeerId::random();
+        let address: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let kinds = [
+            EventKind::Listening {
+                address: address.clone(),
+            },
+            EventKind::Discovered {
+                peer,
+                source: DiscoverySource::Mdns,
+                addresses: vec![],
+            },
+            EventKind::Connected {
+                peer,
+                address: address.clone(),
+                direction: Direction::Inbound,
+            },
+            EventKind::ConnectionRefused {
+                direction: Direction::Inbound,
+                peer: None,
+                address: None,
+                reason: "full".into(),
+            },
+            EventKind::Disconnected {
+                peer,
+                cause: "closed".into(),
+            },
+            EventKind::Subscribed {
+                peer,
+                topic: "t".into(),
+            },
+            EventKind::Message {
+                topic: "t".into(),
+                from: peer,
+                id: "i".into(),
+                content_type: "text/plain".into(),
+                sent_at: 1,
+                data: MessageData(Bytes::new()),
+            },
+            EventKind::PeerState {
+                peer,
+                from: PeerState::New,
+                to: PeerState::Active,
+                reason: "connected",
+                attempt: 0,
+                next_retry_ms: None,
+            },
+            EventKind::Ping { peer, rtt_ms: 1.0 },
+        ];
+        for kind in kinds {
+            let name = kind.name();
+            assert_eq!(json(kind)["event"], name);
+            assert!(EventKind::NAMES.contains(&name));
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! The running node. `spawn` checks the configuration, takes the data-directory lock, loads the identity, builds the
 //! swarm, starts listening and hands the swarm to one tokio task, the event loop, which is the only code that touches
 //! it. The loop selects over swarm events, commands from `NodeHandle`s and a bootstrap timer, and glues each to the
-//! decision it needs (the decisions themselves live in the pure modules: `discovery`, `envelope`).
+//! decision it needs (the decisions themselves live in the pure modules: `discovery`, `envelope`, `peers`). On
+//! shutdown it announces the departure to every peer before the swarm is dropped.
 
 mod behaviour;
+mod commands;
 mod discovery;
 mod handle;
 mod swarm_events;
@@ -11,7 +13,6 @@ mod transport;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    ops::ControlFlow,
     time::{Duration, Instant},
 };
 
@@ -19,12 +20,15 @@ use anyhow::Context;
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm,
-    gossipsub::{self, IdentTopic},
+    gossipsub::IdentTopic,
+    multiaddr::Protocol,
+    request_response::OutboundRequestId,
     swarm::{
         ConnectionId, DialError,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
+use prometheus_client::registry::Registry;
 use tokio::{
     sync::{broadcast, mpsc, oneshot},
     task::JoinHandle,
@@ -32,28 +36,36 @@ use tokio::{
 
 pub use behaviour::{agent_version, message_id};
 pub use handle::{
-    Direction, DiscoverySource, Event, EventKind, MessageData, NodeHandle, NodeStatus, PublishError, PublishRequest,
-    Published,
+    BootstrapStatus, ConnectionCounts, Diagnosis, Direction, DiscoverySource, Event, EventKind, InterfaceStatus,
+    MessageData, NodeHandle, NodeStatus, PeerInfo, PublishError, PublishRequest, Published, TopicInfo,
 };
 pub use transport::SecurityUpgrade;
 
 use self::{
-    behaviour::Behaviour,
+    behaviour::{Behaviour, LEAVE_TIMEOUT},
+    commands::PendingPublish,
     discovery::{BootstrapPeers, Discoveries},
     handle::Command,
 };
 use crate::{
-    config::{NodeConfig, check_topic},
-    envelope::{DEFAULT_CONTENT_TYPE, Envelope},
+    batch::Batcher,
+    config::NodeConfig,
+    dedup::RecentIds,
     identity::{self, DataDirLock},
+    leave::LeaveNotice,
+    metrics::Metrics,
     peers::{Action, Decisions, PeerTable},
-    time::now_unix_ms,
+    swarm_key,
 };
 
 /// Events buffered per subscriber before a slow one starts missing them (it is told how many it missed).
 const EVENT_BUFFER: usize = 4096;
 /// Commands buffered before callers wait.
 const COMMAND_BUFFER: usize = 256;
+/// How long a stopping node waits for its connections to close cleanly.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Ids remembered per dedup window at most (each way); beyond it the oldest are forgotten early.
+const DEDUP_CAPACITY: usize = 100_000;
 /// How often the loop asks the peer table and the bootstrap schedule what is due.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
@@ -86,8 +98,25 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let lock = DataDirLock::acquire(&config.data_dir)?;
     let keypair = identity::load_or_create(&config.key_path)?;
     let peer_id = keypair.public().to_peer_id();
-    let mut swarm = transport::build_swarm(keypair, &config, |key| Behaviour::new(key, &config))?;
+    let mut registry = Registry::default();
+    let swarm_key = config.swarm_key.as_deref().map(swarm_key::load).transpose()?;
+    if let Some(key) = &swarm_key {
+        let tcp = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+        if !config.listen.iter().any(tcp) {
+            anyhow::bail!("with --swarm-key the node needs a TCP --listen address: QUIC cannot carry the swarm key");
+        }
+        tracing::info!(fingerprint = %key.fingerprint(), "private swarm: only nodes with this swarm key can connect");
+    }
+    let mut swarm = transport::build_swarm(keypair, &config, swarm_key, &mut registry, |key| {
+        Behaviour::new(key, &config)
+    })?;
+    let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
+    let metrics = Metrics::new(registry);
     for address in &config.listen {
+        if swarm_key.is_some() && address.iter().any(|p| p == Protocol::QuicV1) {
+            tracing::warn!(%address, "not listening on QUIC: QUIC cannot carry the swarm key's pnet handshake");
+            continue;
+        }
         swarm
             .listen_on(address.clone())
             .with_context(|| format!("cannot listen on {address}"))?;
@@ -103,6 +132,10 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
 
     let (commands_tx, commands) = mpsc::channel(COMMAND_BUFFER);
     let (events_tx, events) = broadcast::channel(EVENT_BUFFER);
+    let dedup_window = config.dedup_window;
+    let batcher = config
+        .batch_window
+        .map(|window| Batcher::new(window, config.max_message_size));
     let event_loop = EventLoop {
         bootstrap: BootstrapPeers::new(&config.bootstrap, Instant::now()),
         peers: PeerTable::new(config.liveness, rand::random()),
@@ -114,6 +147,13 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         rejected: BTreeMap::new(),
         pending_dials: HashMap::new(),
         own_dials: HashSet::new(),
+        directions: HashMap::new(),
+        published_ids: RecentIds::new(dedup_window, DEDUP_CAPACITY),
+        delivered_ids: RecentIds::new(dedup_window, DEDUP_CAPACITY),
+        libp2p_metrics,
+        metrics: metrics.clone(),
+        batcher,
+        started: Instant::now(),
         _lock: lock,
     };
     let task = tokio::spawn(event_loop.run());
@@ -122,6 +162,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
             peer_id,
             commands: commands_tx,
             events: events_tx,
+            metrics,
         },
         events,
         task,
@@ -145,6 +186,18 @@ struct EventLoop {
     /// Dials this loop started (bootstrap, mDNS, handle). Any other outbound connection was dialled by Kademlia, the
     /// only behaviour here that dials on its own, which is how a peer found by a lookup is told apart.
     own_dials: HashSet<ConnectionId>,
+    /// Who opened the first connection to each connected peer.
+    directions: HashMap<PeerId, Direction>,
+    /// Caller-chosen ids we published within the dedup window, with the first result.
+    published_ids: RecentIds<String, Published>,
+    /// (origin, id) of every envelope delivered within the dedup window.
+    delivered_ids: RecentIds<(PeerId, String), ()>,
+    /// libp2p's metrics of swarm and protocol events.
+    libp2p_metrics: libp2p::metrics::Metrics,
+    metrics: Metrics,
+    /// Publishes waiting for their batch, when `--batch-window` is on.
+    batcher: Option<Batcher<PendingPublish>>,
+    started: Instant,
     /// Held until the loop ends, so the data directory is ours while the swarm runs.
     _lock: DataDirLock,
 }
@@ -154,6 +207,7 @@ impl EventLoop {
         self.start_bootstrap();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         loop {
+            let batch_deadline = self.batcher.as_ref().and_then(Batcher::next_deadline);
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => {
@@ -163,6 +217,7 @@ impl EventLoop {
                         break;
                     }
                 }
+                () = batch_due(batch_deadline) => self.send_due_batches(),
                 _ = housekeeping.tick() => {
                     let due = self.peers.tick(Instant::now());
                     self.apply(due);
@@ -170,7 +225,63 @@ impl EventLoop {
                 }
             }
         }
+        // Publishes already accepted still go out.
+        for flush in self.batcher.as_mut().map(Batcher::drain).unwrap_or_default() {
+            self.send(flush);
+        }
+        self.announce_leave().await;
         tracing::info!("node stopped");
+    }
+
+    /// Tells every connected peer that we are leaving, so they mark us `left` rather than redial us, and waits (at
+    /// most `LEAVE_TIMEOUT`) until each has acknowledged or failed. Swarm events keep being served meanwhile: a peer
+    /// leaving at the same moment is still answered.
+    async fn announce_leave(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let mut waiting: HashSet<OutboundRequestId> = peers
+            .iter()
+            .map(|peer| {
+                self.swarm
+                    .behaviour_mut()
+                    .leave
+                    .send_request(peer, LeaveNotice::CURRENT)
+            })
+            .collect();
+        let deadline = tokio::time::sleep(LEAVE_TIMEOUT);
+        tokio::pin!(deadline);
+        while !waiting.is_empty() {
+            tokio::select! {
+                event = self.swarm.select_next_some() => {
+                    if let Some(request) = swarm_events::leave_outcome(&event) {
+                        waiting.remove(&request);
+                    }
+                    self.on_swarm_event(event);
+                }
+                _ = &mut deadline => {
+                    tracing::debug!(unanswered = waiting.len(), "leave notices not acknowledged in time");
+                    break;
+                }
+            }
+        }
+        tracing::debug!(peers = peers.len(), "leave announced");
+        self.close_connections().await;
+    }
+
+    /// Closes every connection properly (TLS close_notify, Yamux GoAway), so peers see a clean close rather than a
+    /// broken pipe. Events are no longer acted on: the node is stopping and must not redial anyone.
+    async fn close_connections(&mut self) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let deadline = tokio::time::sleep(CLOSE_TIMEOUT);
+        tokio::pin!(deadline);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                _ = self.swarm.select_next_some() => {}
+                _ = &mut deadline => break,
+            }
+        }
     }
 
     fn emit(&self, kind: EventKind) {
@@ -229,6 +340,7 @@ impl EventLoop {
         for action in decisions.actions {
             match action {
                 Action::Dial { peer, addresses } => {
+                    self.metrics.reconnect_attempts.inc();
                     let opts = DialOpts::peer_id(peer)
                         .addresses(addresses)
                         .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -256,115 +368,26 @@ impl EventLoop {
         }
     }
 
-    /// Serves one command; `Break` means stop the node.
-    fn on_command(&mut self, command: Command) -> ControlFlow<()> {
-        // A caller that stopped waiting dropped its receiver; there is nobody left to tell.
-        match command {
-            Command::Publish { request, reply } => {
-                let _ = reply.send(self.publish(request));
-            }
-            Command::Subscribe { topic, reply } => {
-                let _ = reply.send(self.subscribe(&topic));
-            }
-            Command::Dial { address, reply } => self.dial(address, reply),
-            Command::Status { reply } => {
-                let _ = reply.send(self.status());
-            }
-            Command::Shutdown => return ControlFlow::Break(()),
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn publish(&mut self, request: PublishRequest) -> Result<Published, PublishError> {
-        check_topic(&request.topic).map_err(PublishError::InvalidTopic)?;
-        let limit = self.config.max_payload_size();
-        if request.payload.len() > limit {
-            return Err(PublishError::TooLarge {
-                size: request.payload.len(),
-                limit,
-            });
-        }
-        let content_type = request.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE);
-        let mut envelope = Envelope::new(
-            *self.swarm.local_peer_id(),
-            content_type,
-            request.payload.to_vec(),
-            now_unix_ms(),
-        );
-        if let Some(id) = request.id {
-            envelope.id = id;
-        }
-        let bytes = envelope
-            .encode(self.config.max_message_size)
-            .map_err(|e| PublishError::InvalidEnvelope(e.to_string()))?;
-        let message_id = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(IdentTopic::new(&request.topic), bytes)
-            .map_err(|e| match e {
-                gossipsub::PublishError::NoPeersSubscribedToTopic => PublishError::NoPeers(request.topic.clone()),
-                gossipsub::PublishError::Duplicate => {
-                    PublishError::Gossip("this exact envelope was already published".into())
-                }
-                other => PublishError::Gossip(format!("{other:?}")),
-            })?;
-        Ok(Published {
-            id: envelope.id,
-            message_id: hex::encode(message_id.0),
-        })
-    }
-
-    fn subscribe(&mut self, topic: &str) -> Result<(), String> {
-        check_topic(topic)?;
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&IdentTopic::new(topic))
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
-    }
-
-    /// Dials, remembering that this loop (not a behaviour) asked for the connection.
+    /// Dials, remembering that this loop (not a behaviour) asked for the connection. A dial refused at once by a
+    /// connection limit is reported like any refused connection.
     fn start_dial(&mut self, opts: DialOpts) -> Result<(), DialError> {
         let connection = opts.connection_id();
-        self.swarm.dial(opts)?;
+        let peer = opts.get_peer_id();
+        if let Err(error) = self.swarm.dial(opts) {
+            if let DialError::Denied { cause } = &error {
+                self.refused(Direction::Outbound, peer, None, cause);
+            }
+            return Err(error);
+        }
         self.own_dials.insert(connection);
         Ok(())
     }
+}
 
-    fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
-        let opts = DialOpts::from(address);
-        let connection = opts.connection_id();
-        match self.start_dial(opts) {
-            Ok(()) => {
-                self.pending_dials.insert(connection, reply);
-            }
-            Err(e) => {
-                let _ = reply.send(Err(e.to_string()));
-            }
-        }
-    }
-
-    fn status(&mut self) -> NodeStatus {
-        let gossipsub = &self.swarm.behaviour().gossipsub;
-        let topics = gossipsub
-            .topics()
-            .map(|topic| {
-                let subscribers = gossipsub
-                    .all_peers()
-                    .filter(|(_, topics)| topics.contains(&topic))
-                    .count();
-                (topic.to_string(), subscribers)
-            })
-            .collect();
-        NodeStatus {
-            peer_id: *self.swarm.local_peer_id(),
-            listen_addresses: self.swarm.listeners().cloned().collect(),
-            connected_peers: self.swarm.connected_peers().copied().collect(),
-            routing_table: self.swarm.behaviour_mut().routing_table_peers(),
-            topics,
-            rejected_messages: self.rejected.clone(),
-        }
+/// Completes when the batch due at `deadline` must go out; never, when no batch is waiting.
+async fn batch_due(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -5,12 +5,15 @@
 use std::{collections::HashMap, time::Instant};
 
 use libp2p::{
-    Multiaddr, PeerId,
+    Multiaddr, PeerId, connection_limits,
     core::ConnectedPoint,
     gossipsub::{self, MessageAcceptance},
-    identify, kad, mdns, ping,
+    identify, kad, mdns,
+    metrics::Recorder,
+    ping,
+    request_response::{self, OutboundRequestId},
     swarm::{
-        SwarmEvent,
+        ConnectionDenied, DialError, ListenError, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
@@ -20,10 +23,17 @@ use super::{
     behaviour::BehaviourEvent,
     handle::{Direction, DiscoverySource, EventKind, MessageData},
 };
-use crate::envelope::Envelope;
+use crate::{
+    batch::decode_message,
+    envelope::Envelope,
+    leave::{LeaveAck, LeaveNotice},
+    metrics::ReasonLabel,
+    time::now_unix_ms,
+};
 
 impl EventLoop {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
@@ -50,19 +60,25 @@ impl EventLoop {
             } => {
                 let cause = cause.map_or_else(|| "closed".to_owned(), |e| e.to_string());
                 tracing::debug!(peer = %peer_id, %cause, "disconnected");
-                self.emit(EventKind::Disconnected { peer: peer_id, cause });
+                self.directions.remove(&peer_id);
+                // The policy's verdict first: whoever sees `disconnected` has already seen any redial it caused.
                 let decisions = self.peers.disconnected(peer_id, Instant::now());
                 self.apply(decisions);
+                self.emit(EventKind::Disconnected { peer: peer_id, cause });
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id,
                 connection_id,
                 error,
             } => {
-                tracing::debug!(peer = ?peer_id, "outgoing connection failed: {error}");
+                if let DialError::Denied { cause } = &error {
+                    self.refused(Direction::Outbound, peer_id, None, cause);
+                } else {
+                    tracing::debug!(peer = ?peer_id, "outgoing connection failed: {error}");
+                }
                 self.own_dials.remove(&connection_id);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
-                    let _ = reply.send(Err(error.to_string()));
+                    let _ = reply.send(Err(dial_error_text(&error)));
                 }
                 if let Some(peer) = peer_id {
                     let decisions = self.peers.dial_failed(peer, Instant::now());
@@ -70,10 +86,14 @@ impl EventLoop {
                 }
             }
             SwarmEvent::IncomingConnectionError {
-                send_back_addr, error, ..
-            } => {
-                tracing::debug!(from = %send_back_addr, "incoming connection failed: {error}");
-            }
+                send_back_addr,
+                error,
+                peer_id,
+                ..
+            } => match &error {
+                ListenError::Denied { cause } => self.refused(Direction::Inbound, peer_id, Some(send_back_addr), cause),
+                _ => tracing::debug!(from = %send_back_addr, "incoming connection failed: {error}"),
+            },
             SwarmEvent::ListenerError { error, .. } => tracing::warn!("listener error: {error}"),
             SwarmEvent::ListenerClosed { addresses, reason, .. } => {
                 tracing::warn!(?addresses, ?reason, "listener closed");
@@ -83,8 +103,28 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Leave(event)) => self.on_leave(event),
             _ => {}
         }
+    }
+
+    /// A connection was refused before it was up: over a connection limit (the only behaviour that denies today).
+    /// Worth an operator's attention, and the node carries on.
+    pub(super) fn refused(
+        &mut self,
+        direction: Direction,
+        peer: Option<PeerId>,
+        address: Option<Multiaddr>,
+        cause: &ConnectionDenied,
+    ) {
+        let reason = denial_reason(cause);
+        tracing::warn!(?direction, ?peer, address = ?address.as_ref().map(ToString::to_string), "connection refused: {reason}");
+        self.emit(EventKind::ConnectionRefused {
+            direction,
+            peer,
+            address,
+            reason,
+        });
     }
 
     fn on_connection_established(
@@ -118,6 +158,7 @@ impl EventLoop {
                 Direction::Inbound
             };
             tracing::debug!(%peer, address = %endpoint.get_remote_address(), ?direction, "connected");
+            self.directions.insert(peer, direction);
             self.emit(EventKind::Connected {
                 peer,
                 address: endpoint.get_remote_address().clone(),
@@ -165,6 +206,7 @@ impl EventLoop {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
+        self.libp2p_metrics.record(&event);
         let kad::Event::OutboundQueryProgressed {
             result: kad::QueryResult::Bootstrap(result),
             step,
@@ -181,6 +223,7 @@ impl EventLoop {
     }
 
     fn on_identify(&mut self, event: identify::Event) {
+        self.libp2p_metrics.record(&event);
         let identify::Event::Received { peer_id, info, .. } = event else {
             return;
         };
@@ -195,6 +238,7 @@ impl EventLoop {
     }
 
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
+        self.libp2p_metrics.record(&event);
         match event {
             gossipsub::Event::Message {
                 propagation_source,
@@ -217,45 +261,76 @@ impl EventLoop {
         }
     }
 
-    /// Every message is decoded and reported to gossipsub as accepted (then forwarded and delivered) or rejected
-    /// (dropped, counted, and held against the peer that sent it).
+    /// Every message is decoded (one envelope, or a batch of them) and reported to gossipsub as accepted (then
+    /// forwarded, and each envelope delivered), ignored (every id already delivered within the dedup window: dropped
+    /// quietly, not forwarded) or rejected (dropped, counted, and held against the peer that sent it).
     fn on_gossip_message(&mut self, source: PeerId, message_id: &gossipsub::MessageId, message: gossipsub::Message) {
-        let verdict = match Envelope::decode(&message.data, self.config.max_message_size) {
-            Ok(envelope) if Some(envelope.origin) == message.source => Ok(envelope),
+        let verdict = match decode_message(&message.data, self.config.max_message_size) {
+            Ok(envelopes) if envelopes.iter().all(|e| Some(e.origin) == message.source) => Ok(envelopes),
             Ok(_) => Err((
                 "origin_mismatch",
                 "envelope origin is not the signed publisher".to_owned(),
             )),
             Err(e) => Err((e.reason(), e.to_string())),
         };
-        let acceptance = if verdict.is_ok() {
-            MessageAcceptance::Accept
-        } else {
-            MessageAcceptance::Reject
+        let envelopes = match verdict {
+            Ok(envelopes) => envelopes,
+            Err((reason, detail)) => {
+                self.report(message_id, &source, MessageAcceptance::Reject);
+                *self.rejected.entry(reason).or_default() += 1;
+                self.metrics.rejected.get_or_create(&ReasonLabel { reason }).inc();
+                tracing::warn!(from = %source, publisher = ?message.source, reason, "rejected message: {detail}");
+                return;
+            }
         };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(message_id, &source, acceptance);
-        match verdict {
-            Ok(envelope) => self.emit(EventKind::Message {
-                topic: message.topic.into_string(),
+        let now = Instant::now();
+        let fresh: Vec<Envelope> = envelopes
+            .into_iter()
+            .filter(|envelope| {
+                let fresh = self
+                    .delivered_ids
+                    .insert((envelope.origin, envelope.id.clone()), (), now);
+                if !fresh {
+                    tracing::debug!(origin = %envelope.origin, id = %envelope.id, "dropping a republished id");
+                    self.metrics.duplicates.inc();
+                }
+                fresh
+            })
+            .collect();
+        let acceptance = if fresh.is_empty() {
+            MessageAcceptance::Ignore
+        } else {
+            MessageAcceptance::Accept
+        };
+        self.report(message_id, &source, acceptance);
+        let topic = message.topic.into_string();
+        for envelope in fresh {
+            self.metrics.delivered.inc();
+            let latency_ms = now_unix_ms().saturating_sub(envelope.sent_at_ms);
+            self.metrics.delivery_latency.observe(latency_ms as f64 / 1000.0);
+            self.emit(EventKind::Message {
+                topic: topic.clone(),
                 from: envelope.origin,
                 id: envelope.id,
                 content_type: envelope.content_type,
                 sent_at: envelope.sent_at_ms,
                 data: MessageData(envelope.payload.into()),
-            }),
-            Err((reason, detail)) => {
-                *self.rejected.entry(reason).or_default() += 1;
-                tracing::warn!(from = %source, publisher = ?message.source, reason, "rejected message: {detail}");
-            }
+            });
         }
     }
 
+    fn report(&mut self, message_id: &gossipsub::MessageId, source: &PeerId, acceptance: MessageAcceptance) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, source, acceptance);
+    }
+
     fn on_ping(&mut self, event: ping::Event) {
+        self.libp2p_metrics.record(&event);
         match event.result {
             Ok(rtt) => {
+                self.metrics.ping_rtt.observe(rtt.as_secs_f64());
                 self.peers.heard_from(event.peer, Some(rtt), Instant::now());
                 self.emit(EventKind::Ping {
                     peer: event.peer,
@@ -268,5 +343,66 @@ impl EventLoop {
                 tracing::warn!(peer = %event.peer, "ping failed: {e}");
             }
         }
+    }
+
+    /// A peer announced its departure: acknowledge, and let the peer table mark it `left`. Our own notices' outcomes
+    /// matter only while we are shutting down (`leave_outcome`).
+    fn on_leave(&mut self, event: request_response::Event<LeaveNotice, LeaveAck>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            } => {
+                // The ack only says "heard"; a peer that is already gone cannot be told, which is fine.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .leave
+                    .send_response(channel, LeaveAck::CURRENT);
+                if !request.is_supported() {
+                    tracing::warn!(%peer, version = request.v, "ignoring a leave notice of an unknown version");
+                    return;
+                }
+                tracing::info!(%peer, "peer announced it is leaving");
+                let decisions = self.peers.left(peer, Instant::now());
+                self.apply(decisions);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "bad leave notice: {error}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Why a connection was denied. The limit itself says which one was hit ("at most 128 established connections");
+/// `ConnectionDenied`'s own text is just "connection denied".
+pub(super) fn denial_reason(cause: &ConnectionDenied) -> String {
+    match cause.downcast_ref::<connection_limits::Exceeded>() {
+        Some(exceeded) => exceeded.to_string(),
+        None => cause.to_string(),
+    }
+}
+
+/// A dial error as a caller should read it: `DialError`'s text omits a denial's reason.
+pub(super) fn dial_error_text(error: &DialError) -> String {
+    match error {
+        DialError::Denied { cause } => format!("connection refused: {}", denial_reason(cause)),
+        other => other.to_string(),
+    }
+}
+
+/// The request id of one of our leave notices that this event settles (acknowledged or failed), if any.
+pub(super) fn leave_outcome(event: &SwarmEvent<BehaviourEvent>) -> Option<OutboundRequestId> {
+    match event {
+        SwarmEvent::Behaviour(BehaviourEvent::Leave(request_response::Event::Message {
+            message: request_response::Message::Response { request_id, .. },
+            ..
+        }))
+        | SwarmEvent::Behaviour(BehaviourEvent::Leave(request_response::Event::OutboundFailure {
+            request_id, ..
+        })) => Some(*request_id),
+        _ => None,
     }
 }

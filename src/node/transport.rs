@@ -5,6 +5,7 @@
 //! run time needs an upgrade of our own: `SecurityUpgrade` advertises the configured protocols in order through
 //! multistream-select and hands the connection to whichever one the remote picked.
 
+use prometheus_client::registry::Registry;
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncWrite, FutureExt, TryFutureExt, future::BoxFuture, future::Either};
@@ -12,10 +13,14 @@ use libp2p::{
     PeerId, Swarm, SwarmBuilder, Transport,
     core::{
         UpgradeInfo,
+        muxing::StreamMuxerBox,
+        transport::OptionalTransport,
         upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, Version},
     },
     identity::Keypair,
-    noise, tcp, tls, yamux,
+    noise,
+    pnet::{PnetConfig, PreSharedKey},
+    quic, tcp, tls, yamux,
 };
 
 use super::behaviour::Behaviour;
@@ -123,23 +128,56 @@ where
     }
 }
 
-/// Builds the swarm with all transports and the given behaviour.
+/// Builds the swarm with all transports (counting their bytes in `registry`) and the given behaviour. With a swarm
+/// key, TCP connections run the pnet handshake (XSalsa20 with the pre-shared key) before anything else, and QUIC,
+/// which cannot carry pnet, is left out.
 pub fn build_swarm(
     keypair: Keypair,
     config: &NodeConfig,
+    swarm_key: Option<PreSharedKey>,
+    registry: &mut Registry,
     behaviour: impl FnOnce(&Keypair) -> anyhow::Result<Behaviour>,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let security = SecurityUpgrade::new(&keypair, config.security.clone())?;
+    let quic = swarm_key.is_none().then(|| {
+        let mut quic = quic::Config::new(&keypair);
+        // A QUIC connection to a dead peer ends after its idle timeout (libp2p's default: 10 s), there being no FIN
+        // to tell. Past our peer timeout, so that the liveness policy, not the transport, decides when a peer is
+        // gone, and does so after the configured silence on QUIC as on TCP.
+        let idle = config.liveness.peer_timeout + config.heartbeat;
+        quic.max_idle_timeout = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
+        quic.keep_alive_interval = quic.keep_alive_interval.min(config.heartbeat);
+        quic.handshake_timeout = config.dial_timeout;
+        quic::tokio::Transport::new(quic).map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)))
+    });
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let tcp = match swarm_key {
+        Some(key) => tcp
+            .and_then(move |socket, _| PnetConfig::new(key).handshake(socket))
+            .upgrade(Version::V1Lazy)
+            .authenticate(security)
+            .multiplex(yamux::Config::default())
+            .timeout(config.dial_timeout)
+            .boxed(),
+        None => tcp
+            .upgrade(Version::V1Lazy)
+            .authenticate(security)
+            .multiplex(yamux::Config::default())
+            // Connect, security and multiplexer negotiation together: a dial to an address nobody answers (a
+            // vanished container, a frozen process) fails after this, so each redial of the liveness policy ends
+            // in bounded time.
+            .timeout(config.dial_timeout)
+            .boxed(),
+    };
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_quic()
-        .with_other_transport(|_| {
-            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                .upgrade(Version::V1Lazy)
-                .authenticate(security)
-                .multiplex(yamux::Config::default())
+        .with_other_transport(|_| tcp)?
+        .with_other_transport(|_| match quic {
+            Some(quic) => OptionalTransport::some(quic),
+            None => OptionalTransport::none(),
         })?
         .with_dns()?
+        .with_bandwidth_metrics(registry.sub_registry_with_prefix("libp2p"))
         .with_behaviour(|key| behaviour(key).map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into))?
         // Liveness is our policy (ping heartbeats and the peer table), not libp2p's idle timer: a known peer stays
         // connected even when no protocol has a stream open.

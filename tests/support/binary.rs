@@ -26,6 +26,8 @@ pub struct RunningBinary {
     lines: mpsc::Receiver<Value>,
     pub dir: tempfile::TempDir,
     pub peer_id: String,
+    /// The control API's URL (`http://127.0.0.1:PORT`), unless started with `--api off`.
+    pub api: Option<String>,
 }
 
 impl RunningBinary {
@@ -49,7 +51,13 @@ impl RunningBinary {
         RunningBinary::spawn_in(dir, BINARY, &[], args)
     }
 
+    /// Unless `args` choose otherwise, the API listens on a free loopback port (many nodes share the machine).
     fn spawn_in(dir: tempfile::TempDir, program: &str, prefix: &[&str], args: &[&str]) -> RunningBinary {
+        let mut args = args.to_vec();
+        if !args.contains(&"--api") {
+            args.extend(["--api", "127.0.0.1:0"]);
+        }
+        let api_on = args.windows(2).all(|pair| pair != ["--api", "off"]);
         // The key exists before the node starts, so the peer id is known without racing its first write.
         let key = dir.path().join("identity.key");
         let key = path(key.as_os_str());
@@ -84,12 +92,19 @@ impl RunningBinary {
                 }
             }
         });
+        // The API's address is the first line, before any event.
+        let api = api_on.then(|| {
+            let line = lines.recv_timeout(DEADLINE).expect("the API address line");
+            assert_eq!(line["event"], "api_listening", "{line}");
+            line["address"].as_str().unwrap().to_owned()
+        });
         RunningBinary {
             stdin: child.stdin.take(),
             child,
             lines,
             dir,
             peer_id,
+            api,
         }
     }
 

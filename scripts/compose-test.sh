@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Scenario suite for the docker-compose swarm: discovery, broadcast, kill, pause, partition, graceful stop, rolling
+# restart. Builds the image first unless SKIP_IMAGE=1. Prints a table; exits non-zero on any failure; always tears
+# the swarm down. Usage: scripts/compose-test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${SKIP_IMAGE:-0}" != 1 ]; then
+    scripts/docker-image.sh
+fi
+exec python3 scripts/compose_test.py

@@ -1,0 +1,164 @@
+//! `GET /v1/events`: the node's event stream as Server-Sent Events, one SSE event per node event (`event:` its name,
+//! `data:` the same JSON line `swarmnode run` prints), filtered by `?types=` and `?topic=`. Each client reads its own
+//! broadcast receiver, so a slow client only hurts itself: when it falls behind it gets a final `lagged` event and the
+//! stream ends; the node never waits for it.
+
+use std::{collections::HashSet, convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Query, State},
+    response::sse::{Event as SseEvent, KeepAlive, Sse},
+};
+use futures::{Stream, stream};
+use serde::Deserialize;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{ApiState, error::ApiError};
+use crate::{
+    node::{Event, EventKind},
+    time::now_unix_ms,
+};
+
+/// Comment lines sent while nothing happens, so proxies and clients see the stream is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Comma-separated event names; all when absent.
+    types: Option<String>,
+    /// Only events about this topic (`message`, `subscribed`).
+    topic: Option<String>,
+}
+
+/// Which events a client asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    types: Option<HashSet<&'static str>>,
+    topic: Option<String>,
+}
+
+impl EventFilter {
+    /// Parses `?types=a,b` against the known event names; an unknown name is an error, not an empty stream.
+    pub fn new(types: Option<&str>, topic: Option<String>) -> Result<Self, String> {
+        let types = match types {
+            None => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(|name| {
+                        EventKind::NAMES
+                            .iter()
+                            .copied()
+                            .find(|known| *known == name)
+                            .ok_or_else(|| {
+                                format!("unknown event type {name:?}; known: {}", EventKind::NAMES.join(", "))
+                            })
+                    })
+                    .collect::<Result<HashSet<_>, _>>()?,
+            ),
+        };
+        Ok(EventFilter { types, topic })
+    }
+
+    pub fn wants(&self, kind: &EventKind) -> bool {
+        self.types.as_ref().is_none_or(|types| types.contains(kind.name()))
+            && self.topic.as_deref().is_none_or(|topic| kind.topic() == Some(topic))
+    }
+}
+
+pub async fn events(
+    State(state): State<ApiState>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(query) = query?;
+    let filter = EventFilter::new(query.types.as_deref(), query.topic)
+        .map_err(|why| ApiError::bad_request("invalid_event_type", why))?;
+    let receiver = state.handle.subscribe_events();
+    Ok(Sse::new(event_stream(receiver, filter)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// The SSE events for one client: matching node events until the node stops, or a `lagged` notice and the end.
+fn event_stream(
+    receiver: broadcast::Receiver<Event>,
+    filter: EventFilter,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    stream::unfold(Some(receiver), move |receiver| {
+        let filter = filter.clone();
+        async move {
+            let mut receiver = receiver?;
+            loop {
+                match receiver.recv().await {
+                    Ok(event) if filter.wants(&event.kind) => {
+                        let sse = SseEvent::default().event(event.kind.name()).json_data(&event);
+                        // An event always serializes; were it not to, skipping it beats ending the stream.
+                        if let Ok(sse) = sse {
+                            return Some((Ok(sse), Some(receiver)));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(skipped)) => {
+                        let notice = serde_json::json!({"ts": now_unix_ms(), "event": "lagged", "skipped": skipped});
+                        let sse = SseEvent::default().event("lagged").data(notice.to_string());
+                        return Some((Ok(sse), None));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn subscribed(topic: &str) -> EventKind {
+        EventKind::Subscribed {
+            peer: libp2p::PeerId::random(),
+            topic: topic.into(),
+        }
+    }
+
+    #[test]
+    fn no_filter_wants_everything() {
+        let filter = EventFilter::new(None, None).unwrap();
+        assert!(filter.wants(&subscribed("a")));
+    }
+
+    #[test]
+    fn types_and_topic_narrow_the_stream() {
+        let filter = EventFilter::new(Some("subscribed, message"), Some("a".into())).unwrap();
+        assert!(filter.wants(&subscribed("a")));
+        assert!(!filter.wants(&subscribed("b")));
+        let ping = EventKind::Ping {
+            peer: libp2p::PeerId::random(),
+            rtt_ms: 1.0,
+        };
+        assert!(!filter.wants(&ping));
+        assert!(!EventFilter::new(Some("subscribed"), None).unwrap().wants(&ping));
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_gets_a_final_lagged_event_and_the_stream_ends() {
+        let (sender, receiver) = broadcast::channel(4);
+        let stream = event_stream(receiver, EventFilter::default());
+        // The node keeps sending while nobody reads: the channel overwrites the oldest, never waits.
+        for _ in 0..10 {
+            sender.send(Event::now(subscribed("a"))).unwrap();
+        }
+        let events: Vec<SseEvent> = stream.map(|e| e.unwrap()).collect().await;
+        assert_eq!(events.len(), 1, "only the notice: the stream ends there");
+        let text = format!("{:?}", events[0]);
+        assert!(text.contains("lagged") && text.contains("\\\"skipped\\\":6"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_type_is_an_error_naming_the_known_ones() {
+        let error = EventFilter::new(Some("message,gossip"), None).unwrap_err();
+        assert!(error.contains("\"gossip\"") && error.contains("peer_state"), "{error}");
+    }
+}

@@ -1,0 +1,222 @@
+//! Prometheus metrics, all in one registry per node: libp2p's own (every swarm event, Kademlia, gossipsub, identify
+//! and ping events, bytes in and out per transport protocol; prefix `libp2p_`) and ours (prefix `swarmnode_`). The
+//! event loop and the API record into the handles below, which are cheap to clone and need no lock; `GET /metrics`
+//! encodes the registry. Peers by state are counted at scrape time from the peer table, so the gauge cannot drift.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::peers::PeerState;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: StateValue,
+}
+
+/// A peer state as a label value.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // The variant names are the label values.
+pub enum StateValue {
+    new,
+    active,
+    disconnected,
+    reconnecting,
+    removed,
+    left,
+}
+
+impl From<PeerState> for StateValue {
+    fn from(state: PeerState) -> Self {
+        match state {
+            PeerState::New => StateValue::new,
+            PeerState::Active => StateValue::active,
+            PeerState::Disconnected => StateValue::disconnected,
+            PeerState::Reconnecting => StateValue::reconnecting,
+            PeerState::Removed => StateValue::removed,
+            PeerState::Left => StateValue::left,
+        }
+    }
+}
+
+impl StateValue {
+    pub const ALL: [StateValue; 6] = [
+        StateValue::new,
+        StateValue::active,
+        StateValue::disconnected,
+        StateValue::reconnecting,
+        StateValue::removed,
+        StateValue::left,
+    ];
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    /// The route as declared (`/v1/peers/{peer}`), or `unmatched`.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+/// Our metrics, and the registry that also holds libp2p's.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Messages this node published (first publishes; repeats of an id are `publish_repeats`).
+    pub published: Counter,
+    /// Publishes answered from the idempotency window without sending.
+    pub publish_repeats: Counter,
+    /// Messages delivered (a `message` event).
+    pub delivered: Counter,
+    /// Envelopes dropped because their publisher's id was already delivered within the dedup window.
+    pub duplicates: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// From the envelope's `sent_at` to delivery here, in seconds (clocks of two machines: skew shows up here).
+    pub delivery_latency: Histogram,
+    pub peers: Family<StateLabel, Gauge>,
+    /// Redials started by the liveness policy.
+    pub reconnect_attempts: Counter,
+    pub ping_rtt: Histogram,
+    pub api_requests: Family<ApiRequestLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Registers our metrics in `registry`, which already holds libp2p's, and keeps the registry for encoding.
+    pub fn new(mut registry: Registry) -> Self {
+        let ours = registry.sub_registry_with_prefix("swarmnode");
+        let published = Counter::default();
+        ours.register(
+            "messages_published",
+            "Messages published by this node",
+            published.clone(),
+        );
+        let publish_repeats = Counter::default();
+        ours.register(
+            "publish_repeats",
+            "Publishes of an id already published within the dedup window (answered, not sent)",
+            publish_repeats.clone(),
+        );
+        let delivered = Counter::default();
+        ours.register(
+            "messages_delivered",
+            "Messages delivered to this node",
+            delivered.clone(),
+        );
+        let duplicates = Counter::default();
+        ours.register(
+            "messages_duplicate",
+            "Envelopes dropped because their (origin, id) was already delivered within the dedup window",
+            duplicates.clone(),
+        );
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        ours.register(
+            "messages_rejected",
+            "Envelopes rejected in validation, by reason",
+            rejected.clone(),
+        );
+        // 1 ms to about 33 s.
+        let delivery_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        ours.register(
+            "delivery_latency_seconds",
+            "Publish to delivery time, from the envelope's sent_at",
+            delivery_latency.clone(),
+        );
+        let peers = Family::<StateLabel, Gauge>::default();
+        ours.register("peers", "Peers in the peer table, by state", peers.clone());
+        let reconnect_attempts = Counter::default();
+        ours.register(
+            "reconnect_attempts",
+            "Redials started by the liveness policy",
+            reconnect_attempts.clone(),
+        );
+        // 50 µs to about 1.6 s.
+        let ping_rtt = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        ours.register("ping_rtt_seconds", "Ping round-trip times", ping_rtt.clone());
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
+        ours.register(
+            "api_requests",
+            "Control API requests by route, method and status",
+            api_requests.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            published,
+            publish_repeats,
+            delivered,
+            duplicates,
+            rejected,
+            delivery_latency,
+            peers,
+            reconnect_attempts,
+            ping_rtt,
+            api_requests,
+        }
+    }
+
+    /// Sets the peers-by-state gauge from a count of the table's states (every state, zero included).
+    pub fn set_peer_states(&self, states: impl IntoIterator<Item = PeerState>) {
+        let mut counts = [0i64; StateValue::ALL.len()];
+        for state in states {
+            let value = StateValue::from(state);
+            if let Some(index) = StateValue::ALL.iter().position(|s| *s == value) {
+                counts[index] += 1;
+            }
+        }
+        for (state, count) in StateValue::ALL.into_iter().zip(counts) {
+            self.peers.get_or_create(&StateLabel { state }).set(count);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_metrics_are_exposed_with_their_labels() {
+        let metrics = Metrics::new(Registry::default());
+        metrics.published.inc();
+        metrics
+            .rejected
+            .get_or_create(&ReasonLabel { reason: "malformed" })
+            .inc();
+        metrics.set_peer_states([PeerState::Active, PeerState::Active, PeerState::Left]);
+        let text = metrics.encode();
+        assert!(text.contains("swarmnode_messages_published_total 1"), "{text}");
+        assert!(
+            text.contains("swarmnode_messages_rejected_total{reason=\"malformed\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("swarmnode_peers{state=\"active\"} 2"), "{text}");
+        assert!(text.contains("swarmnode_peers{state=\"left\"} 1"), "{text}");
+        assert!(text.contains("swarmnode_peers{state=\"removed\"} 0"), "{text}");
+    }
+}
