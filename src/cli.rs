@@ -4,7 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use libp2p::{Multiaddr, StreamProtocol};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
 use crate::{
     config::{self, NodeConfig, SecurityProtocol},
@@ -41,6 +41,11 @@ pub enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// A private certificate authority for swarm membership (`run --ca-cert --cert`).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
     },
     #[command(flatten)]
     Client(ClientCommand),
@@ -135,6 +140,48 @@ pub enum KeyCommand {
         /// Replace an existing file (every node must then get the new one).
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a CA: DIR/ca.key (ed25519, mode 0600; keep it offline) and DIR/ca.pub (give it to every node).
+    Init {
+        /// Directory for the CA's files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing CA key (every certificate it signed stops being accepted).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a membership certificate for one node's peer id (`swarmnode id` prints it).
+    Sign {
+        /// The CA's directory (holding ca.key).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The member's peer id.
+        #[arg(long)]
+        peer: PeerId,
+        /// A name for the member, shown in events and `ca show` (1 to 64 bytes).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the certificate is valid from now, e.g. 30d, 12h.
+        #[arg(long, default_value = "30d", value_parser = config::parse_duration)]
+        valid_for: Duration,
+        /// Where to write the certificate.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a certificate: peer, name, validity, signing CA.
+    Show {
+        /// The certificate file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -237,6 +284,41 @@ pub struct RunArgs {
     /// QUIC cannot carry it, so it is turned off.
     #[arg(long, env = "SWARMNODE_SWARM_KEY")]
     pub swarm_key: Option<PathBuf>,
+    /// Membership: the CA's public key (`ca.pub`); with it, peers must show a certificate from this CA within
+    /// --admission-timeout or they are disconnected and banned.
+    #[arg(long, env = "SWARMNODE_CA_CERT", requires = "cert")]
+    pub ca_cert: Option<PathBuf>,
+    /// This node's membership certificate (`swarmnode ca sign`).
+    #[arg(long, env = "SWARMNODE_CERT", requires = "ca_cert")]
+    pub cert: Option<PathBuf>,
+    /// How long a connected peer has to show a valid certificate.
+    #[arg(long, env = "SWARMNODE_ADMISSION_TIMEOUT", default_value = "5s", value_parser = config::parse_duration)]
+    pub admission_timeout: Duration,
+    /// How long a refused peer (failed admission, gossip score below the graylist) may not connect.
+    #[arg(long, env = "SWARMNODE_BAN_DURATION", default_value = "10m", value_parser = config::parse_duration)]
+    pub ban_duration: Duration,
+    /// Only these peers may connect (repeatable; with --allow-file, the union).
+    #[arg(long, env = "SWARMNODE_ALLOW_PEER", value_delimiter = ',')]
+    pub allow_peer: Vec<PeerId>,
+    /// File of peers allowed to connect: one peer id per line, `#` comments.
+    #[arg(long, env = "SWARMNODE_ALLOW_FILE")]
+    pub allow_file: Option<PathBuf>,
+    /// A peer that may never connect (repeatable).
+    #[arg(long, env = "SWARMNODE_DENY_PEER", value_delimiter = ',')]
+    pub deny_peer: Vec<PeerId>,
+    /// File of peers that may never connect: one peer id per line, `#` comments.
+    #[arg(long, env = "SWARMNODE_DENY_FILE")]
+    pub deny_file: Option<PathBuf>,
+    /// Peers sharing one IP address (loopback excepted) beyond which gossipsub scores them down; 0 turns the
+    /// penalty off (e.g. many honest nodes behind one NAT).
+    #[arg(long, env = "SWARMNODE_GOSSIP_IP_COLOCATION_THRESHOLD", default_value_t = 10)]
+    pub gossip_ip_colocation_threshold: u32,
+    /// Most gossipsub topics tracked per peer (a peer subscribing to more is refused), and joined by this node.
+    #[arg(long, env = "SWARMNODE_MAX_TOPICS", default_value_t = 256)]
+    pub max_topics: usize,
+    /// Gossip messages accepted per second from one peer; a flood beyond it is dropped. 0 is unlimited.
+    #[arg(long, env = "SWARMNODE_PEER_MESSAGE_RATE", default_value_t = 2000)]
+    pub peer_message_rate: u32,
     /// Where to serve the HTTP/JSON control API, HOST:PORT (port 0 picks one), or `off`. Any address but loopback
     /// needs --api-token-file.
     #[arg(long = "api", env = "SWARMNODE_API_LISTEN", default_value = "127.0.0.1:5100")]
@@ -290,6 +372,15 @@ impl RunArgs {
         config.max_pending_outgoing = self.max_pending_outgoing;
         config.dedup_window = self.dedup_window;
         config.batch_window = self.batch_window.0;
+        config.ca_cert = self.ca_cert.clone();
+        config.cert = self.cert.clone();
+        config.admission_timeout = self.admission_timeout;
+        config.ban_duration = self.ban_duration;
+        config.allow_peers = peer_list(&self.allow_peer, self.allow_file.as_deref(), "--allow-file")?;
+        config.deny_peers = peer_list(&self.deny_peer, self.deny_file.as_deref(), "--deny-file")?.unwrap_or_default();
+        config.gossip_ip_colocation_threshold = self.gossip_ip_colocation_threshold;
+        config.max_topics = self.max_topics;
+        config.peer_message_rate = self.peer_message_rate;
         config.liveness = LivenessPolicy {
             peer_timeout: self.peer_timeout,
             reconnect_attempts: self.reconnect_attempts,
@@ -298,6 +389,16 @@ impl RunArgs {
         };
         Ok(config)
     }
+}
+
+/// The peers of a list flag and its file together; `None` when neither was given.
+fn peer_list(flags: &[PeerId], file: Option<&std::path::Path>, file_flag: &str) -> anyhow::Result<Option<Vec<PeerId>>> {
+    let mut peers = flags.to_vec();
+    if let Some(file) = file {
+        let listed = config::load_peer_list(file).map_err(|e| anyhow::anyhow!("invalid {file_flag}: {e}"))?;
+        peers.extend(listed.into_iter().filter(|peer| !flags.contains(peer)));
+    }
+    Ok((!flags.is_empty() || file.is_some()).then_some(peers))
 }
 
 #[cfg(test)]
@@ -330,6 +431,16 @@ mod tests {
         assert_eq!(defaults.batch_window, expected.batch_window);
         assert_eq!(defaults.dial_timeout, expected.dial_timeout);
         assert_eq!(defaults.liveness, expected.liveness);
+        assert_eq!(defaults.admission_timeout, expected.admission_timeout);
+        assert_eq!(defaults.ban_duration, expected.ban_duration);
+        assert_eq!(defaults.allow_peers, None);
+        assert_eq!(defaults.deny_peers, expected.deny_peers);
+        assert_eq!(
+            defaults.gossip_ip_colocation_threshold,
+            expected.gossip_ip_colocation_threshold
+        );
+        assert_eq!(defaults.max_topics, expected.max_topics);
+        assert_eq!(defaults.peer_message_rate, expected.peer_message_rate);
         assert_eq!(defaults.key_path, PathBuf::from("/d/identity.key"));
         assert!(defaults.mdns);
 
@@ -366,6 +477,37 @@ mod tests {
         assert_eq!(config.max_message_size, 64 << 10);
         assert_eq!(config.heartbeat, Duration::from_millis(500));
         assert_eq!(config.kad_protocol.as_ref(), "/ipfs/kad/1.0.0");
+    }
+
+    #[test]
+    fn allow_and_deny_lists_join_flags_and_files_and_bad_files_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let file = dir.path().join("allow.txt");
+        std::fs::write(&file, format!("# members\n{b}\n{a}  # again\n")).unwrap();
+        let file = file.to_str().unwrap().to_owned();
+        let config = run_args(&[
+            "--data-dir",
+            "/d",
+            "--allow-peer",
+            &a.to_string(),
+            "--allow-file",
+            &file,
+            "--deny-peer",
+            &c.to_string(),
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(config.allow_peers, Some(vec![a, b]));
+        assert_eq!(config.deny_peers, vec![c]);
+
+        let bad = dir.path().join("deny.txt");
+        std::fs::write(&bad, format!("{a}\nnobody\n")).unwrap();
+        let error = run_args(&["--data-dir", "/d", "--deny-file", bad.to_str().unwrap()])
+            .to_config()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--deny-file") && error.contains("line 2"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
-use libp2p::{Multiaddr, StreamProtocol, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr::Protocol};
 
 use crate::{envelope::ENVELOPE_OVERHEAD, peers::LivenessPolicy};
 
@@ -71,6 +71,24 @@ pub struct NodeConfig {
     pub dial_timeout: Duration,
     /// The private swarm's pre-shared key file, if the swarm is private.
     pub swarm_key: Option<PathBuf>,
+    /// The CA public key (`ca.pub`) whose certificates admit members; admission is on when it is set.
+    pub ca_cert: Option<PathBuf>,
+    /// This node's membership certificate, required with `ca_cert`.
+    pub cert: Option<PathBuf>,
+    /// How long a connected peer has to show a valid certificate before it is disconnected and banned.
+    pub admission_timeout: Duration,
+    /// How long a refused peer (failed admission, graylisted gossip score) may not connect.
+    pub ban_duration: Duration,
+    /// When set, only these peers may connect.
+    pub allow_peers: Option<Vec<PeerId>>,
+    /// These peers may never connect.
+    pub deny_peers: Vec<PeerId>,
+    /// Peers on one IP address (other than loopback) beyond which gossipsub scores them down; 0 turns it off.
+    pub gossip_ip_colocation_threshold: u32,
+    /// Most gossipsub topics tracked per remote peer, and the most we join.
+    pub max_topics: usize,
+    /// Gossip messages accepted per second from one peer (bursts up to one second's worth); 0 is unlimited.
+    pub peer_message_rate: u32,
 }
 
 impl NodeConfig {
@@ -96,7 +114,21 @@ impl NodeConfig {
             batch_window: None,
             dial_timeout: Duration::from_secs(10),
             swarm_key: None,
+            ca_cert: None,
+            cert: None,
+            admission_timeout: Duration::from_secs(5),
+            ban_duration: Duration::from_secs(600),
+            allow_peers: None,
+            deny_peers: Vec::new(),
+            gossip_ip_colocation_threshold: 10,
+            max_topics: 256,
+            peer_message_rate: 2000,
         }
+    }
+
+    /// Whether peers must show a certificate from our CA to be members.
+    pub fn admission_enabled(&self) -> bool {
+        self.ca_cert.is_some()
     }
 
     /// The largest payload that fits `max_message_size` whatever the envelope's other fields hold.
@@ -165,6 +197,44 @@ impl NodeConfig {
         }
         if self.max_pending_outgoing == 0 {
             return Err(ConfigError::new("max-pending-outgoing", "must be at least 1"));
+        }
+        match (&self.ca_cert, &self.cert) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "cert",
+                    "--ca-cert needs this node's certificate (--cert)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "ca-cert",
+                    "--cert needs the CA's public key (--ca-cert)",
+                ));
+            }
+            _ => {}
+        }
+        if self.admission_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::new("admission-timeout", "must be at least 100ms"));
+        }
+        if self.ban_duration < Duration::from_secs(1) {
+            return Err(ConfigError::new("ban-duration", "must be at least 1s"));
+        }
+        if self.max_topics < self.topics.len() {
+            return Err(ConfigError::new(
+                "max-topics",
+                format!("is below the {} topics given with --topic", self.topics.len()),
+            ));
+        }
+        if let Some(peer) = self
+            .allow_peers
+            .iter()
+            .flatten()
+            .find(|peer| self.deny_peers.contains(peer))
+        {
+            return Err(ConfigError::new(
+                "deny-peer",
+                format!("{peer} is on both the allow list and the deny list"),
+            ));
         }
         Ok(())
     }
@@ -263,6 +333,29 @@ pub fn parse_optional_duration(text: &str) -> Result<Option<Duration>, String> {
     Ok((!duration.is_zero()).then_some(duration))
 }
 
+/// Parses a peer list: one peer id per line; blank lines and `#` comments (whole-line or trailing) are skipped. On
+/// error, the 1-based line that is wrong and why.
+pub fn parse_peer_list(text: &str) -> Result<Vec<PeerId>, (usize, String)> {
+    let mut peers = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let peer = PeerId::from_str(entry).map_err(|e| (index + 1, format!("{entry:?} is not a peer id: {e}")))?;
+        if !peers.contains(&peer) {
+            peers.push(peer);
+        }
+    }
+    Ok(peers)
+}
+
+/// Reads a peer list file (`--allow-file`, `--deny-file`).
+pub fn load_peer_list(path: &std::path::Path) -> Result<Vec<PeerId>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_peer_list(&text).map_err(|(line, reason)| format!("{}, line {line}: {reason}", path.display()))
+}
+
 /// Parses sizes such as `1048576`, `512KiB`, `1MiB` (also `kb`/`mb` as binary multiples).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -336,6 +429,22 @@ mod tests {
                 "reconnect-backoff-max",
                 Box::new(|c| c.liveness.reconnect_backoff_max = Duration::from_millis(1)),
             ),
+            ("cert", Box::new(|c| c.ca_cert = Some("/ca.pub".into()))),
+            ("ca-cert", Box::new(|c| c.cert = Some("/node.cert".into()))),
+            (
+                "admission-timeout",
+                Box::new(|c| c.admission_timeout = Duration::from_millis(1)),
+            ),
+            ("ban-duration", Box::new(|c| c.ban_duration = Duration::ZERO)),
+            ("max-topics", Box::new(|c| c.max_topics = 0)),
+            (
+                "deny-peer",
+                Box::new(|c| {
+                    let peer = PeerId::random();
+                    c.allow_peers = Some(vec![peer]);
+                    c.deny_peers = vec![peer];
+                }),
+            ),
         ];
         for (setting, break_it) in cases {
             let mut config = config();
@@ -359,5 +468,15 @@ mod tests {
             Ok(vec![SecurityProtocol::Noise, SecurityProtocol::Tls])
         );
         assert!(parse_security("ssl").unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn peer_lists_skip_comments_and_name_the_bad_line() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let text = format!("# members\n{a}\n\n  {b}  # node-b\n{a}\n");
+        assert_eq!(parse_peer_list(&text), Ok(vec![a, b]));
+        let (line, reason) = parse_peer_list(&format!("{a}\n# ok\nnot-a-peer\n")).unwrap_err();
+        assert_eq!(line, 3);
+        assert!(reason.contains("not-a-peer"), "{reason}");
     }
 }

@@ -6,10 +6,11 @@ use anyhow::Context;
 use clap::Parser;
 use swarmnode::{
     api::{self, ApiConfig},
-    cli::{Cli, Command, KeyCommand, LogFormat, RunArgs},
+    cli::{CaCommand, Cli, Command, KeyCommand, LogFormat, RunArgs},
     client,
     envelope::TEXT_CONTENT_TYPE,
     identity,
+    membership::{self, Certificate},
     node::{self, Event, NodeHandle, PublishRequest},
     swarm_key,
     time::now_unix_ms,
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
                 .map(|()| println!("{}", key.fingerprint()))
                 .map_err(Into::into)
         }
+        Command::Ca { command } => ca(command),
         Command::Client(command) => tokio::runtime::Runtime::new()
             .map_err(Into::into)
             .and_then(|runtime| runtime.block_on(client::run(command))),
@@ -57,6 +59,88 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `ca` subcommands: create a CA, issue a certificate, show one.
+fn ca(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init { out, force } => {
+            let ca = membership::write_new_ca(&out, force)?;
+            println!("{}", membership::ca_id(&ca.public()));
+            eprintln!(
+                "CA created: keep {} secret (offline if you can); give {} to every node (--ca-cert)",
+                out.join("ca.key").display(),
+                out.join("ca.pub").display()
+            );
+        }
+        CaCommand::Sign {
+            ca,
+            peer,
+            name,
+            valid_for,
+            out,
+            force,
+        } => {
+            let ca_key = identity::load(&ca.join("ca.key"))?;
+            let now = now_unix_ms() / 1000;
+            let certificate = Certificate::issue(
+                &ca_key,
+                peer,
+                name.as_deref(),
+                now,
+                now.saturating_add(valid_for.as_secs()),
+            )?;
+            identity::write_secret(&out, &certificate.encode(), force)?;
+            println!("{}", describe_certificate(&certificate, now));
+        }
+        CaCommand::Show { file, json } => {
+            let certificate = membership::load_certificate(&file)?;
+            let now = now_unix_ms() / 1000;
+            if json {
+                println!("{}", certificate_json(&certificate, now));
+            } else {
+                println!("{}", describe_certificate(&certificate, now));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn certificate_status(certificate: &Certificate, now: u64) -> &'static str {
+    if now < certificate.not_before {
+        "not yet valid"
+    } else if now > certificate.not_after {
+        "expired"
+    } else {
+        "valid"
+    }
+}
+
+fn rfc3339(unix_seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds)).to_string()
+}
+
+fn describe_certificate(certificate: &Certificate, now: u64) -> String {
+    format!(
+        "peer        {}\nname        {}\nvalid from  {}\nvalid until {}\nsigned by   CA {}\nstatus      {}",
+        certificate.peer,
+        certificate.name.as_deref().unwrap_or("-"),
+        rfc3339(certificate.not_before),
+        rfc3339(certificate.not_after),
+        membership::ca_id(&certificate.ca),
+        certificate_status(certificate, now),
+    )
+}
+
+fn certificate_json(certificate: &Certificate, now: u64) -> serde_json::Value {
+    serde_json::json!({
+        "peer": certificate.peer.to_string(),
+        "name": certificate.name,
+        "not_before": certificate.not_before,
+        "not_after": certificate.not_after,
+        "ca": membership::ca_id(&certificate.ca),
+        "status": certificate_status(certificate, now),
+    })
 }
 
 fn init_logging(format: LogFormat) {

@@ -92,6 +92,14 @@ pub struct Metrics {
     pub reconnect_attempts: Counter,
     pub ping_rtt: Histogram,
     pub api_requests: Family<ApiRequestLabels, Counter>,
+    /// Peers that showed a valid membership certificate.
+    pub admitted: Counter,
+    /// Certificates we refused, by reason (`expired`, `wrong_ca`, `timeout`, …).
+    pub admission_refused: Family<ReasonLabel, Counter>,
+    /// Peers banned, by cause (`admission`, `gossip_score`).
+    pub bans: Family<ReasonLabel, Counter>,
+    /// Connections refused before they were up, by cause (`limit`, `deny_list`, `not_allowed`, `banned`).
+    pub connections_refused: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,8 +166,32 @@ impl Metrics {
             "Control API requests by route, method and status",
             api_requests.clone(),
         );
+        let admitted = Counter::default();
+        ours.register(
+            "peers_admitted",
+            "Peers that showed a valid membership certificate",
+            admitted.clone(),
+        );
+        let admission_refused = Family::<ReasonLabel, Counter>::default();
+        ours.register(
+            "admissions_refused",
+            "Membership certificates refused, by reason",
+            admission_refused.clone(),
+        );
+        let bans = Family::<ReasonLabel, Counter>::default();
+        ours.register("peers_banned", "Peers banned, by cause", bans.clone());
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        ours.register(
+            "connections_refused",
+            "Connections refused before they were up, by cause",
+            connections_refused.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            admitted,
+            admission_refused,
+            bans,
+            connections_refused,
             published,
             publish_repeats,
             delivered,

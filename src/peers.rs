@@ -236,8 +236,9 @@ impl PeerTable {
         decisions
     }
 
-    /// We closed the connection to `peer` on an operator's request: `removed`, so its closing schedules no redial.
-    pub fn dismissed(&mut self, peer: PeerId) -> Decisions {
+    /// We closed the connection to `peer` on purpose (`reason`: an operator's request, a ban): `removed`, so its
+    /// closing schedules no redial.
+    pub fn dismissed(&mut self, peer: PeerId, reason: &'static str) -> Decisions {
         let mut decisions = Decisions::default();
         let Some(entry) = self.peers.get_mut(&peer) else {
             return decisions;
@@ -247,15 +248,8 @@ impl PeerTable {
             entry.dialling = false;
             entry.next_retry = None;
             entry.attempt = 0;
-            entry.removed_because = Some("disconnected by operator");
-            change(
-                &mut decisions,
-                peer,
-                entry,
-                PeerState::Removed,
-                "disconnected by operator",
-                None,
-            );
+            entry.removed_because = Some(reason);
+            change(&mut decisions, peer, entry, PeerState::Removed, reason, None);
         }
         decisions
     }
@@ -735,7 +729,7 @@ mod tests {
     #[test]
     fn a_peer_the_operator_disconnects_is_removed_and_not_redialled() {
         let (mut table, peer, start) = active(false);
-        let dismissed = table.dismissed(peer);
+        let dismissed = table.dismissed(peer, "disconnected by operator");
         assert_eq!(dismissed.actions, vec![Action::Disconnect { peer }]);
         assert_eq!(
             states(&dismissed),

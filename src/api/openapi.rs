@@ -68,7 +68,8 @@ pub fn document() -> Value {
                 "Peer": {
                     "type": "object",
                     "required": ["peer", "state", "addresses", "direction", "rtt_ms", "smoothed_rtt_ms", "last_seen",
-                        "attempt", "next_retry_ms", "sources", "reason", "bootstrap"],
+                        "attempt", "next_retry_ms", "sources", "reason", "bootstrap", "admitted", "member_name",
+                        "gossip_score"],
                     "properties": {
                         "peer": {"type": "string"},
                         "state": {"type": "string", "enum": ["new", "active", "disconnected", "reconnecting", "removed", "left"]},
@@ -81,7 +82,11 @@ pub fn document() -> Value {
                         "next_retry_ms": {"type": "integer", "nullable": true},
                         "sources": {"type": "array", "items": {"type": "string", "enum": ["mdns", "kademlia", "identify", "bootstrap"]}},
                         "reason": {"type": "string", "nullable": true},
-                        "bootstrap": {"type": "boolean"}
+                        "bootstrap": {"type": "boolean"},
+                        "admitted": {"type": "boolean", "nullable": true,
+                            "description": "with a CA, whether the peer showed a valid certificate; null without one"},
+                        "member_name": {"type": "string", "nullable": true},
+                        "gossip_score": {"type": "number", "nullable": true}
                     }
                 },
                 "Topic": {
@@ -187,7 +192,7 @@ pub fn document() -> Value {
             "/v1/events": {"get": {"summary": "the live event stream (Server-Sent Events)", "operationId": "events",
                 "parameters": [
                     {"name": "types", "in": "query", "required": false, "schema": {"type": "string"},
-                        "description": "comma-separated event names: listening, discovered, connected, connection_refused, disconnected, subscribed, message, peer_state, ping, lagged"},
+                        "description": "comma-separated event names: listening, discovered, connected, connection_refused, disconnected, subscribed, message, peer_state, ping, peer_admitted, peer_refused, peer_banned, lagged"},
                     {"name": "topic", "in": "query", "required": false, "schema": {"type": "string"},
                         "description": "only events about this topic (message, subscribed)"}
                 ],

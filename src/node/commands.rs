@@ -57,7 +57,7 @@ impl EventLoop {
             Command::Disconnect { peer, reply } => {
                 let connected = self.swarm.is_connected(&peer);
                 if connected {
-                    let decisions = self.peers.dismissed(peer);
+                    let decisions = self.peers.dismissed(peer, "disconnected by operator");
                     self.apply(decisions);
                 }
                 let _ = reply.send(connected);
@@ -205,12 +205,8 @@ impl EventLoop {
 
     fn subscribe(&mut self, topic: &str) -> Result<(), String> {
         check_topic(topic)?;
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&IdentTopic::new(topic))
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
+        let max_topics = self.config.max_topics;
+        self.swarm.behaviour_mut().join(topic, max_topics).map(|_| ())
     }
 
     fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
@@ -279,6 +275,17 @@ impl EventLoop {
                 sources: self.discoveries.sources(peer),
                 reason: entry.removed_because,
                 bootstrap: entry.bootstrap,
+                admitted: self.membership.as_ref().map(|m| m.admissions.is_member(peer)),
+                member_name: self
+                    .membership
+                    .as_ref()
+                    .and_then(|m| m.admissions.member(peer))
+                    .and_then(|member| member.name.clone()),
+                gossip_score: self
+                    .swarm
+                    .is_connected(peer)
+                    .then(|| self.swarm.behaviour().gossipsub.peer_score(peer))
+                    .flatten(),
             })
             .collect();
         infos.sort_by_key(|info| info.peer.to_string());

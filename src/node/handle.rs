@@ -72,8 +72,8 @@ pub enum EventKind {
         address: Multiaddr,
         direction: Direction,
     },
-    /// A connection was refused before it was up, because a connection limit was reached; `peer` and `address` are
-    /// null when not known yet.
+    /// A connection was refused before it was up (a connection limit, the allow or deny list, a ban); `peer` and
+    /// `address` are null when not known yet.
     ConnectionRefused {
         direction: Direction,
         #[serde(serialize_with = "display_option")]
@@ -123,12 +123,41 @@ pub enum EventKind {
         peer: PeerId,
         rtt_ms: f64,
     },
+    /// `peer` showed a valid membership certificate (named `name`, valid until `valid_until`, unix seconds).
+    PeerAdmitted {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        name: Option<String>,
+        valid_until: u64,
+    },
+    /// Admission failed between us and `peer`: `by` says who refused whom (`us`: its certificate; `peer`: ours).
+    PeerRefused {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        by: RefusedBy,
+        reason: String,
+    },
+    /// `peer` is disconnected and may not connect for `duration_ms` (a failed admission, a graylisted score).
+    PeerBanned {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        reason: String,
+        duration_ms: u64,
+    },
+}
+
+/// Which side of an admission refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusedBy {
+    Us,
+    Peer,
 }
 
 impl EventKind {
     /// Every event name, as the `"event"` field and the API's `?types=` filter spell them (`lagged` is the stream's
     /// own notice that a reader fell behind).
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 13] = [
         "listening",
         "discovered",
         "connected",
@@ -138,6 +167,9 @@ impl EventKind {
         "message",
         "peer_state",
         "ping",
+        "peer_admitted",
+        "peer_refused",
+        "peer_banned",
         "lagged",
     ];
 
@@ -153,6 +185,9 @@ impl EventKind {
             EventKind::Message { .. } => "message",
             EventKind::PeerState { .. } => "peer_state",
             EventKind::Ping { .. } => "ping",
+            EventKind::PeerAdmitted { .. } => "peer_admitted",
+            EventKind::PeerRefused { .. } => "peer_refused",
+            EventKind::PeerBanned { .. } => "peer_banned",
         }
     }
 
@@ -294,6 +329,12 @@ pub struct PeerInfo {
     /// Why the peer was removed or left, while it is.
     pub reason: Option<&'static str>,
     pub bootstrap: bool,
+    /// With a CA: whether the peer showed a valid certificate (null without a CA).
+    pub admitted: Option<bool>,
+    /// The name in its certificate, when admitted with one.
+    pub member_name: Option<String>,
+    /// Its gossipsub score, while connected.
+    pub gossip_score: Option<f64>,
 }
 
 /// One of our topics: the peers gossipsub keeps in its mesh for it, and every peer known to be subscribed.
@@ -592,6 +633,21 @@ mod tests {
                 next_retry_ms: None,
             },
             EventKind::Ping { peer, rtt_ms: 1.0 },
+            EventKind::PeerAdmitted {
+                peer,
+                name: None,
+                valid_until: 1,
+            },
+            EventKind::PeerRefused {
+                peer,
+                by: RefusedBy::Us,
+                reason: "expired".into(),
+            },
+            EventKind::PeerBanned {
+                peer,
+                reason: "gossip score".into(),
+                duration_ms: 1,
+            },
         ];
         for kind in kinds {
             let name = kind.name();

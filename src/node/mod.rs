@@ -4,6 +4,7 @@
 //! decision it needs (the decisions themselves live in the pure modules: `discovery`, `envelope`, `peers`). On
 //! shutdown it announces the departure to every peer before the swarm is dropped.
 
+mod admission;
 mod behaviour;
 mod commands;
 mod discovery;
@@ -20,7 +21,6 @@ use anyhow::Context;
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm,
-    gossipsub::IdentTopic,
     multiaddr::Protocol,
     request_response::OutboundRequestId,
     swarm::{
@@ -37,25 +37,30 @@ use tokio::{
 pub use behaviour::{agent_version, message_id};
 pub use handle::{
     BootstrapStatus, ConnectionCounts, Diagnosis, Direction, DiscoverySource, Event, EventKind, InterfaceStatus,
-    MessageData, NodeHandle, NodeStatus, PeerInfo, PublishError, PublishRequest, Published, TopicInfo,
+    MessageData, NodeHandle, NodeStatus, PeerInfo, PublishError, PublishRequest, Published, RefusedBy, TopicInfo,
 };
 pub use transport::SecurityUpgrade;
 
 use self::{
+    admission::Membership,
     behaviour::{Behaviour, LEAVE_TIMEOUT},
     commands::PendingPublish,
     discovery::{BootstrapPeers, Discoveries},
     handle::Command,
 };
 use crate::{
+    admission::{Admissions, Bans},
     batch::Batcher,
     config::NodeConfig,
     dedup::RecentIds,
     identity::{self, DataDirLock},
     leave::LeaveNotice,
+    membership,
     metrics::Metrics,
     peers::{Action, Decisions, PeerTable},
+    rate_limit::PeerRateLimiter,
     swarm_key,
+    time::now_unix_ms,
 };
 
 /// Events buffered per subscriber before a slow one starts missing them (it is told how many it missed).
@@ -66,6 +71,8 @@ const COMMAND_BUFFER: usize = 256;
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Ids remembered per dedup window at most (each way); beyond it the oldest are forgotten early.
 const DEDUP_CAPACITY: usize = 100_000;
+/// A node whose own certificate ends sooner than this says so at start.
+const CERTIFICATE_RENEWAL_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the loop asks the peer table and the bootstrap schedule what is due.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
@@ -107,9 +114,9 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         }
         tracing::info!(fingerprint = %key.fingerprint(), "private swarm: only nodes with this swarm key can connect");
     }
-    let mut swarm = transport::build_swarm(keypair, &config, swarm_key, &mut registry, |key| {
-        Behaviour::new(key, &config)
-    })?;
+    let membership = load_membership(&config, &peer_id)?;
+    let behaviour = Behaviour::new(&keypair, &config, &mut registry)?;
+    let mut swarm = transport::build_swarm(keypair, &config, swarm_key, &mut registry, behaviour)?;
     let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
     let metrics = Metrics::new(registry);
     for address in &config.listen {
@@ -124,9 +131,8 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     for topic in &config.topics {
         swarm
             .behaviour_mut()
-            .gossipsub
-            .subscribe(&IdentTopic::new(topic))
-            .with_context(|| format!("cannot subscribe to topic {topic:?}"))?;
+            .join(topic, config.max_topics)
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to topic {topic:?}: {e}"))?;
     }
     tracing::info!(%peer_id, agent = %agent_version(), "node starting");
 
@@ -136,7 +142,12 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let batcher = config
         .batch_window
         .map(|window| Batcher::new(window, config.max_message_size));
+    let rate_limiter = (config.peer_message_rate > 0).then(|| PeerRateLimiter::new(config.peer_message_rate));
     let event_loop = EventLoop {
+        membership,
+        bans: Bans::new(config.ban_duration),
+        refusals: HashMap::new(),
+        rate_limiter,
         bootstrap: BootstrapPeers::new(&config.bootstrap, Instant::now()),
         peers: PeerTable::new(config.liveness, rand::random()),
         swarm,
@@ -169,8 +180,47 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     })
 }
 
+/// With `--ca-cert`: the CA's key and our own certificate, which must admit us now (a node that could not be
+/// admitted anywhere refuses to start rather than be refused by everyone).
+fn load_membership(config: &NodeConfig, peer_id: &PeerId) -> anyhow::Result<Option<Membership>> {
+    let (Some(ca_path), Some(cert_path)) = (&config.ca_cert, &config.cert) else {
+        return Ok(None);
+    };
+    let ca = membership::load_ca_public_key(ca_path)?;
+    let certificate = membership::load_certificate(cert_path)?;
+    let now = now_unix_ms() / 1000;
+    certificate.verify(&ca, peer_id, now).with_context(|| {
+        format!(
+            "this node's certificate {} does not admit it (peer {peer_id}, CA {})",
+            cert_path.display(),
+            membership::ca_id(&ca)
+        )
+    })?;
+    let remaining = Duration::from_secs(certificate.not_after.saturating_sub(now));
+    if remaining < CERTIFICATE_RENEWAL_WARNING {
+        tracing::warn!(
+            "this node's certificate expires in {}: issue a new one with `swarmnode ca sign`",
+            humantime::format_duration(remaining)
+        );
+    }
+    tracing::info!(ca = %membership::ca_id(&ca), name = ?certificate.name, "admission on: peers must show a certificate from this CA");
+    Ok(Some(Membership {
+        ca,
+        certificate: certificate.encode(),
+        admissions: Admissions::new(config.admission_timeout),
+    }))
+}
+
 /// The state the event loop owns.
 struct EventLoop {
+    /// With a CA: our certificate and who is admitted.
+    membership: Option<Membership>,
+    /// Peers refused for a while.
+    bans: Bans,
+    /// Peers whose certificate we refused, banned once our answer is sent.
+    refusals: HashMap<PeerId, (&'static str, String)>,
+    /// Gossip messages per second per peer, when limited.
+    rate_limiter: Option<PeerRateLimiter>,
     swarm: Swarm<Behaviour>,
     config: NodeConfig,
     commands: mpsc::Receiver<Command>,
@@ -222,6 +272,7 @@ impl EventLoop {
                     let due = self.peers.tick(Instant::now());
                     self.apply(due);
                     self.on_bootstrap_check();
+                    self.on_membership_tick();
                 }
             }
         }
@@ -292,7 +343,7 @@ impl EventLoop {
     /// Seeds the routing table with bootstrap peers whose ids we know and dials every bootstrap address.
     fn start_bootstrap(&mut self) {
         for (peer, address) in self.bootstrap.known() {
-            self.swarm.behaviour_mut().kad.add_address(&peer, address);
+            self.add_to_routing(peer, address);
         }
         self.dial_bootstrap_peers();
     }

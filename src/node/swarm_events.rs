@@ -5,7 +5,7 @@
 use std::{collections::HashMap, time::Instant};
 
 use libp2p::{
-    Multiaddr, PeerId, connection_limits,
+    Multiaddr, PeerId, allow_block_list, connection_limits,
     core::ConnectedPoint,
     gossipsub::{self, MessageAcceptance},
     identify, kad, mdns,
@@ -61,6 +61,12 @@ impl EventLoop {
                 let cause = cause.map_or_else(|| "closed".to_owned(), |e| e.to_string());
                 tracing::debug!(peer = %peer_id, %cause, "disconnected");
                 self.directions.remove(&peer_id);
+                if let Some(membership) = self.membership.as_mut() {
+                    membership.admissions.disconnected(&peer_id);
+                }
+                if let Some(limiter) = self.rate_limiter.as_mut() {
+                    limiter.forget(&peer_id);
+                }
                 // The policy's verdict first: whoever sees `disconnected` has already seen any redial it caused.
                 let decisions = self.peers.disconnected(peer_id, Instant::now());
                 self.apply(decisions);
@@ -104,12 +110,13 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::Behaviour(BehaviourEvent::Leave(event)) => self.on_leave(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Admission(event)) => self.on_admission(event),
             _ => {}
         }
     }
 
-    /// A connection was refused before it was up: over a connection limit (the only behaviour that denies today).
-    /// Worth an operator's attention, and the node carries on.
+    /// A connection was refused before it was up: over a connection limit, not on the allow list, on the deny list,
+    /// or banned. Worth an operator's attention, and the node carries on.
     pub(super) fn refused(
         &mut self,
         direction: Direction,
@@ -117,7 +124,16 @@ impl EventLoop {
         address: Option<Multiaddr>,
         cause: &ConnectionDenied,
     ) {
-        let reason = denial_reason(cause);
+        let ban = peer.and_then(|peer| self.bans.reason(&peer).map(str::to_owned));
+        let (label, reason) = match (denial_label(cause), ban) {
+            ("blocked", Some(ban)) => ("banned", format!("banned ({ban})")),
+            ("blocked", None) => ("deny_list", "on the deny list".to_owned()),
+            (label, _) => (label, denial_reason(cause)),
+        };
+        self.metrics
+            .connections_refused
+            .get_or_create(&ReasonLabel { reason: label })
+            .inc();
         tracing::warn!(?direction, ?peer, address = ?address.as_ref().map(ToString::to_string), "connection refused: {reason}");
         self.emit(EventKind::ConnectionRefused {
             direction,
@@ -136,22 +152,19 @@ impl EventLoop {
     ) {
         if let ConnectedPoint::Dialer { address, .. } = endpoint {
             if let Some(bootstrap_address) = self.bootstrap.on_connected(peer, address) {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .add_address(&peer, bootstrap_address.clone());
+                let routed = self.add_to_routing(peer, bootstrap_address.clone());
                 self.announce_discovery(peer, DiscoverySource::Bootstrap, vec![bootstrap_address]);
-                self.kad_bootstrap();
+                // With a CA, the lookup starts once the bootstrap peer is admitted.
+                if routed {
+                    self.kad_bootstrap();
+                }
             } else if !dialled_by_us && !self.discoveries.knows(&peer) {
                 // Kademlia dialled a peer that a lookup returned.
                 self.announce_discovery(peer, DiscoverySource::Kademlia, vec![address.clone()]);
             }
         }
         if num_established == 1 {
-            let decisions = self
-                .peers
-                .connected(peer, endpoint.get_remote_address(), Instant::now());
-            self.apply(decisions);
+            self.start_admission(peer, endpoint.get_remote_address());
             let direction = if endpoint.is_dialer() {
                 Direction::Outbound
             } else {
@@ -192,7 +205,7 @@ impl EventLoop {
         }
         for (peer, addresses) in by_peer {
             for address in &addresses {
-                self.swarm.behaviour_mut().kad.add_address(&peer, address.clone());
+                self.add_to_routing(peer, address.clone());
             }
             let dial = DialOpts::peer_id(peer)
                 .addresses(addresses.clone())
@@ -207,6 +220,11 @@ impl EventLoop {
 
     fn on_kad(&mut self, event: kad::Event) {
         self.libp2p_metrics.record(&event);
+        // With a CA, Kademlia inserts nobody itself (manual inserts): a connected peer goes in once admitted.
+        if let kad::Event::RoutablePeer { peer, address } | kad::Event::PendingRoutablePeer { peer, address } = event {
+            self.add_to_routing(peer, address);
+            return;
+        }
         let kad::Event::OutboundQueryProgressed {
             result: kad::QueryResult::Bootstrap(result),
             step,
@@ -232,7 +250,7 @@ impl EventLoop {
             return;
         }
         for address in &info.listen_addrs {
-            self.swarm.behaviour_mut().kad.add_address(&peer_id, address.clone());
+            self.add_to_routing(peer_id, address.clone());
         }
         self.announce_discovery(peer_id, DiscoverySource::Identify, info.listen_addrs);
     }
@@ -265,6 +283,21 @@ impl EventLoop {
     /// forwarded, and each envelope delivered), ignored (every id already delivered within the dedup window: dropped
     /// quietly, not forwarded) or rejected (dropped, counted, and held against the peer that sent it).
     fn on_gossip_message(&mut self, source: PeerId, message_id: &gossipsub::MessageId, message: gossipsub::Message) {
+        let now = Instant::now();
+        if !self.is_member(&source) {
+            // Gossipsub already drops what a graylisted peer sends; this holds even if its score were to recover.
+            self.reject(message_id, &source, "unadmitted", "the sending peer is not admitted");
+            return;
+        }
+        if let Some(limiter) = self.rate_limiter.as_mut()
+            && !limiter.allow(source, now)
+        {
+            // Dropped, not queued and not held against the peer's score: it may be relaying someone's burst.
+            self.report(message_id, &source, MessageAcceptance::Ignore);
+            self.count_rejection("rate_limited");
+            tracing::debug!(from = %source, "message over the peer's rate limit dropped");
+            return;
+        }
         let verdict = match decode_message(&message.data, self.config.max_message_size) {
             Ok(envelopes) if envelopes.iter().all(|e| Some(e.origin) == message.source) => Ok(envelopes),
             Ok(_) => Err((
@@ -276,14 +309,11 @@ impl EventLoop {
         let envelopes = match verdict {
             Ok(envelopes) => envelopes,
             Err((reason, detail)) => {
-                self.report(message_id, &source, MessageAcceptance::Reject);
-                *self.rejected.entry(reason).or_default() += 1;
-                self.metrics.rejected.get_or_create(&ReasonLabel { reason }).inc();
                 tracing::warn!(from = %source, publisher = ?message.source, reason, "rejected message: {detail}");
+                self.reject(message_id, &source, reason, &detail);
                 return;
             }
         };
-        let now = Instant::now();
         let fresh: Vec<Envelope> = envelopes
             .into_iter()
             .filter(|envelope| {
@@ -317,6 +347,18 @@ impl EventLoop {
                 data: MessageData(envelope.payload.into()),
             });
         }
+    }
+
+    /// Rejects a message: dropped, counted, and held against `source`'s gossip score.
+    fn reject(&mut self, message_id: &gossipsub::MessageId, source: &PeerId, reason: &'static str, detail: &str) {
+        tracing::debug!(from = %source, reason, "rejecting message: {detail}");
+        self.report(message_id, source, MessageAcceptance::Reject);
+        self.count_rejection(reason);
+    }
+
+    fn count_rejection(&mut self, reason: &'static str) {
+        *self.rejected.entry(reason).or_default() += 1;
+        self.metrics.rejected.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     fn report(&mut self, message_id: &gossipsub::MessageId, source: &PeerId, acceptance: MessageAcceptance) {
@@ -379,9 +421,26 @@ impl EventLoop {
 /// Why a connection was denied. The limit itself says which one was hit ("at most 128 established connections");
 /// `ConnectionDenied`'s own text is just "connection denied".
 pub(super) fn denial_reason(cause: &ConnectionDenied) -> String {
-    match cause.downcast_ref::<connection_limits::Exceeded>() {
-        Some(exceeded) => exceeded.to_string(),
-        None => cause.to_string(),
+    if let Some(exceeded) = cause.downcast_ref::<connection_limits::Exceeded>() {
+        return exceeded.to_string();
+    }
+    match denial_label(cause) {
+        "not_allowed" => "not on the allow list".to_owned(),
+        "blocked" => "on the deny list or banned".to_owned(),
+        _ => cause.to_string(),
+    }
+}
+
+/// Which gate denied a connection, as a metrics label.
+fn denial_label(cause: &ConnectionDenied) -> &'static str {
+    if cause.downcast_ref::<connection_limits::Exceeded>().is_some() {
+        "limit"
+    } else if cause.downcast_ref::<allow_block_list::NotAllowed>().is_some() {
+        "not_allowed"
+    } else if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
+        "blocked"
+    } else {
+        "other"
     }
 }
 

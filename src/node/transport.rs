@@ -136,7 +136,7 @@ pub fn build_swarm(
     config: &NodeConfig,
     swarm_key: Option<PreSharedKey>,
     registry: &mut Registry,
-    behaviour: impl FnOnce(&Keypair) -> anyhow::Result<Behaviour>,
+    behaviour: Behaviour,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let security = SecurityUpgrade::new(&keypair, config.security.clone())?;
     let quic = swarm_key.is_none().then(|| {
@@ -178,7 +178,7 @@ pub fn build_swarm(
         })?
         .with_dns()?
         .with_bandwidth_metrics(registry.sub_registry_with_prefix("libp2p"))
-        .with_behaviour(|key| behaviour(key).map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into))?
+        .with_behaviour(|_| behaviour)?
         // Liveness is our policy (ping heartbeats and the peer table), not libp2p's idle timer: a known peer stays
         // connected even when no protocol has a stream open.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::MAX))

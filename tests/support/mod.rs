@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod netns;
+pub mod raw_peer;
 
 use std::{future::Future, time::Duration};
 

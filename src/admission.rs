@@ -1,0 +1,397 @@
+//! Who may be a member, decided without I/O:
+//! - the admission exchange `/swarmnode/admission/1.0.0`: right after connecting, each side sends its membership
+//!   certificate as a request and the other answers whether it admits the sender (CBOR, docs/protocol.md);
+//! - `Admissions`: peers waiting for a valid certificate (with their deadline and the routing addresses held back
+//!   until then), and admitted members with the end of their certificate's validity;
+//! - `Bans`: peers refused for a while (a failed admission, a gossip score below the graylist), with their expiry.
+//!
+//! The event loop feeds them connections, certificates and `now`, and carries out the verdicts (disconnect, block,
+//! insert into Kademlia).
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use serde::{Deserialize, Serialize};
+
+/// The protocol id. A peer that does not speak it cannot be admitted.
+pub const ADMISSION_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarmnode/admission/1.0.0");
+/// The only version of the request and response this build reads and writes.
+pub const ADMISSION_VERSION: u32 = 1;
+/// Largest request or response read from a peer: a certificate plus a few bytes.
+pub const MAX_ADMISSION_MESSAGE: u64 = 4096;
+
+/// "Here is my certificate." Sent once per connection, by both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionRequest {
+    pub v: u32,
+    #[serde(with = "serde_bytes")]
+    pub certificate: Vec<u8>,
+}
+
+/// "I admit you" or "I do not, because …". Unknown keys are ignored, so a later version may add some.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionResponse {
+    pub v: u32,
+    pub admitted: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl AdmissionResponse {
+    pub fn admitted() -> Self {
+        AdmissionResponse {
+            v: ADMISSION_VERSION,
+            admitted: true,
+            reason: None,
+        }
+    }
+
+    pub fn refused(reason: String) -> Self {
+        AdmissionResponse {
+            v: ADMISSION_VERSION,
+            admitted: false,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// An admitted peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: Option<String>,
+    /// When its certificate ends, unix seconds (plus the allowed clock skew, as checked).
+    pub valid_until: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    /// Set once connected; a peer only known by address (mDNS, bootstrap list) has no deadline yet.
+    deadline: Option<Instant>,
+    /// The address of the connection that started the wait.
+    connected_at: Option<Multiaddr>,
+    /// Addresses to put in the routing table once (if) the peer is admitted.
+    held_addresses: Vec<Multiaddr>,
+}
+
+/// A peer just admitted: where it is connected, and the addresses held back for the routing table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Admitted {
+    pub connected_at: Option<Multiaddr>,
+    pub held_addresses: Vec<Multiaddr>,
+}
+
+/// Admission state per connected peer.
+#[derive(Debug)]
+pub struct Admissions {
+    timeout: Duration,
+    pending: HashMap<PeerId, Pending>,
+    members: HashMap<PeerId, Member>,
+}
+
+/// What became due at a tick.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AdmissionsDue {
+    /// Connected for longer than the timeout without a valid certificate.
+    pub timed_out: Vec<PeerId>,
+    /// Admitted, but their certificate has now ended.
+    pub expired: Vec<PeerId>,
+}
+
+impl Admissions {
+    pub fn new(timeout: Duration) -> Self {
+        Admissions {
+            timeout,
+            pending: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
+
+    /// A first connection to `peer`, at `address`, is up: it must prove membership before `now + timeout`. False
+    /// when it is already a member or already waiting (nothing new to start).
+    pub fn connected(&mut self, peer: PeerId, address: &Multiaddr, now: Instant) -> bool {
+        if self.members.contains_key(&peer) {
+            return false;
+        }
+        let pending = self.pending.entry(peer).or_insert(Pending {
+            deadline: None,
+            connected_at: None,
+            held_addresses: Vec::new(),
+        });
+        if pending.deadline.is_some() {
+            return false;
+        }
+        pending.deadline = Some(now + self.timeout);
+        pending.connected_at = Some(address.clone());
+        true
+    }
+
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        self.members.contains_key(peer)
+    }
+
+    pub fn member(&self, peer: &PeerId) -> Option<&Member> {
+        self.members.get(peer)
+    }
+
+    /// Holds `address` back from the routing table while `peer` is not a member. True when the caller may insert
+    /// it now (the peer is a member).
+    pub fn route_or_hold(&mut self, peer: PeerId, address: Multiaddr) -> bool {
+        if self.members.contains_key(&peer) {
+            return true;
+        }
+        let pending = self.pending.entry(peer).or_insert(Pending {
+            deadline: None,
+            connected_at: None,
+            held_addresses: Vec::new(),
+        });
+        if !pending.held_addresses.contains(&address) {
+            pending.held_addresses.push(address);
+        }
+        false
+    }
+
+    /// `peer` showed a valid certificate: it is a member. Returns where it is connected and the addresses held
+    /// back for it, to insert into the routing table now; `None` when it was already a member.
+    pub fn admit(&mut self, peer: PeerId, member: Member) -> Option<Admitted> {
+        let admitted = self
+            .pending
+            .remove(&peer)
+            .map(|p| Admitted {
+                connected_at: p.connected_at,
+                held_addresses: p.held_addresses,
+            })
+            .unwrap_or_default();
+        match self.members.insert(peer, member) {
+            Some(_) => None,
+            None => Some(admitted),
+        }
+    }
+
+    /// The last connection to `peer` closed: it must be admitted again on the next one. Held addresses are
+    /// forgotten too: only a connection can make them useful.
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        self.pending.remove(peer);
+        self.members.remove(peer);
+    }
+
+    /// Peers whose time to be admitted is up, and members whose certificate has ended (`now_unix`, seconds).
+    pub fn tick(&mut self, now: Instant, now_unix: u64) -> AdmissionsDue {
+        let mut due = AdmissionsDue::default();
+        self.pending.retain(|peer, pending| {
+            let late = pending.deadline.is_some_and(|deadline| deadline <= now);
+            if late {
+                due.timed_out.push(*peer);
+            }
+            !late
+        });
+        self.members.retain(|peer, member| {
+            let ended = member.valid_until < now_unix;
+            if ended {
+                due.expired.push(*peer);
+            }
+            !ended
+        });
+        due.timed_out.sort();
+        due.expired.sort();
+        due
+    }
+}
+
+/// Peers refused for a while, and why.
+#[derive(Debug)]
+pub struct Bans {
+    duration: Duration,
+    until: HashMap<PeerId, (Instant, String)>,
+}
+
+impl Bans {
+    pub fn new(duration: Duration) -> Self {
+        Bans {
+            duration,
+            until: HashMap::new(),
+        }
+    }
+
+    /// Bans `peer` from `now` for the configured duration (extending a ban it is under). Returns how long.
+    pub fn ban(&mut self, peer: PeerId, reason: String, now: Instant) -> Duration {
+        self.until.insert(peer, (now + self.duration, reason));
+        self.duration
+    }
+
+    /// Why `peer` is banned, if it is.
+    pub fn reason(&self, peer: &PeerId) -> Option<&str> {
+        self.until.get(peer).map(|(_, reason)| reason.as_str())
+    }
+
+    /// Bans that are over at `now`: these peers may connect again.
+    pub fn expire(&mut self, now: Instant) -> Vec<PeerId> {
+        let mut over = Vec::new();
+        self.until.retain(|peer, (until, _)| {
+            let done = *until <= now;
+            if done {
+                over.push(*peer);
+            }
+            !done
+        });
+        over.sort();
+        over
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/10.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    fn member(valid_until: u64) -> Member {
+        Member {
+            name: None,
+            valid_until,
+        }
+    }
+
+    #[test]
+    fn a_connected_peer_must_be_admitted_within_the_timeout() {
+        let start = Instant::now();
+        let mut admissions = Admissions::new(TIMEOUT);
+        let (slow, quick) = (PeerId::random(), PeerId::random());
+        assert!(admissions.connected(slow, &addr(9), start));
+        assert!(admissions.connected(quick, &addr(9), start));
+        assert!(
+            !admissions.connected(slow, &addr(9), start),
+            "a second connection starts nothing"
+        );
+        assert_eq!(
+            admissions.admit(quick, member(100)),
+            Some(Admitted {
+                connected_at: Some(addr(9)),
+                held_addresses: vec![]
+            })
+        );
+        assert_eq!(
+            admissions.tick(start + TIMEOUT - Duration::from_millis(1), 0),
+            AdmissionsDue::default()
+        );
+        let due = admissions.tick(start + TIMEOUT, 0);
+        assert_eq!(due.timed_out, vec![slow]);
+        assert!(admissions.is_member(&quick));
+        assert!(!admissions.is_member(&slow));
+    }
+
+    #[test]
+    fn routing_addresses_are_held_until_admission_and_dropped_on_disconnect() {
+        let now = Instant::now();
+        let mut admissions = Admissions::new(TIMEOUT);
+        let peer = PeerId::random();
+        assert!(!admissions.route_or_hold(peer, addr(1)));
+        assert!(!admissions.route_or_hold(peer, addr(1)));
+        assert!(
+            admissions.connected(peer, &addr(2), now),
+            "held addresses do not count as a connection"
+        );
+        assert!(!admissions.route_or_hold(peer, addr(2)));
+        assert_eq!(
+            admissions.admit(peer, member(100)),
+            Some(Admitted {
+                connected_at: Some(addr(2)),
+                held_addresses: vec![addr(1), addr(2)]
+            })
+        );
+        assert!(
+            admissions.route_or_hold(peer, addr(3)),
+            "a member's addresses go straight in"
+        );
+        assert_eq!(admissions.admit(peer, member(100)), None, "admitted once");
+
+        let other = PeerId::random();
+        admissions.route_or_hold(other, addr(4));
+        admissions.disconnected(&other);
+        admissions.connected(other, &addr(5), now);
+        assert_eq!(
+            admissions.admit(other, member(100)).map(|a| a.held_addresses),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn an_address_known_before_connecting_gets_a_deadline_once_connected() {
+        let start = Instant::now();
+        let mut admissions = Admissions::new(TIMEOUT);
+        let peer = PeerId::random();
+        admissions.route_or_hold(peer, addr(1));
+        assert!(admissions.tick(start + TIMEOUT * 10, 0).timed_out.is_empty());
+        let connected_at = start + TIMEOUT * 10;
+        assert!(admissions.connected(peer, &addr(1), connected_at));
+        assert_eq!(admissions.tick(connected_at + TIMEOUT, 0).timed_out, vec![peer]);
+    }
+
+    #[test]
+    fn members_whose_certificate_ends_are_reported_once() {
+        let now = Instant::now();
+        let mut admissions = Admissions::new(TIMEOUT);
+        let peer = PeerId::random();
+        admissions.connected(peer, &addr(1), now);
+        admissions.admit(peer, member(1_000));
+        assert!(admissions.tick(now, 1_000).expired.is_empty());
+        assert_eq!(admissions.tick(now, 1_001).expired, vec![peer]);
+        assert!(admissions.tick(now, 1_002).expired.is_empty());
+        assert!(!admissions.is_member(&peer));
+    }
+
+    #[test]
+    fn a_disconnected_member_must_be_admitted_again() {
+        let now = Instant::now();
+        let mut admissions = Admissions::new(TIMEOUT);
+        let peer = PeerId::random();
+        admissions.connected(peer, &addr(1), now);
+        admissions.admit(peer, member(100));
+        admissions.disconnected(&peer);
+        assert!(!admissions.is_member(&peer));
+        assert!(admissions.connected(peer, &addr(1), now));
+    }
+
+    #[test]
+    fn bans_last_their_duration_and_a_new_ban_extends_them() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut bans = Bans::new(minute);
+        let peer = PeerId::random();
+        assert_eq!(bans.ban(peer, "expired certificate".into(), start), minute);
+        assert_eq!(bans.reason(&peer), Some("expired certificate"));
+        bans.ban(peer, "gossip score".into(), start + minute / 2);
+        assert!(bans.expire(start + minute).is_empty());
+        assert_eq!(bans.expire(start + minute * 3 / 2), vec![peer]);
+        assert_eq!(bans.reason(&peer), None);
+    }
+
+    #[test]
+    fn the_wire_forms_are_the_documented_cbor() {
+        let request = AdmissionRequest {
+            v: 1,
+            certificate: vec![1, 2],
+        };
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &request).unwrap();
+        // {"v": 1, "certificate": h'0102'}
+        assert_eq!(
+            hex::encode(&bytes),
+            "a26176016b636572746966696361746542".to_owned() + "0102"
+        );
+        let response: AdmissionResponse =
+            cbor4ii::serde::from_slice(&cbor4ii::serde::to_vec(Vec::new(), &AdmissionResponse::admitted()).unwrap())
+                .unwrap();
+        assert!(response.admitted);
+        // A later version's extra key is ignored.
+        let extended = hex::decode("a36176016861646d6974746564f465657874726101").unwrap();
+        let response: AdmissionResponse = cbor4ii::serde::from_slice(&extended).unwrap();
+        assert!(!response.admitted);
+        assert_eq!(response.reason, None);
+    }
+}
