@@ -234,4 +234,11 @@ mod tests {
         assert!(full.message.len() <= limit);
         assert_eq!(batcher.drain()[0].entries, vec![3]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode_message(&bytes, 1 << 20);
+        }
+    }
 }

@@ -116,4 +116,13 @@ mod tests {
             "CRLF files work"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_key_or_names_a_line(text in "(/key/swarm/psk/1.0.0/\n)?(/base16/\n)?[0-9a-fA-F]{0,70}\n?.{0,20}") {
+            if let Err((line, _)) = parse(&text) {
+                proptest::prop_assert!((1..=text.lines().count().max(1) + 3).contains(&line));
+            }
+        }
+    }
 }

@@ -1,0 +1,12 @@
+//! An allow or deny list file's text: peer ids, or the line at fault.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Err((line, _)) = swarmnode::config::parse_peer_list(text) {
+            assert!(line >= 1 && line <= text.lines().count());
+        }
+    }
+});
