@@ -451,3 +451,57 @@ fn the_ca_commands_issue_certificates_that_running_nodes_accept() {
     let admitted = beta.wait_for("alpha's admission", |l| l["event"] == "peer_admitted");
     assert_eq!(admitted["name"], "alpha");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_swarm_key_too_key_holders_without_a_valid_certificate_are_refused() {
+    let ca = Ca::new();
+    let other_ca = Ca::new();
+    let key_file = ca.dir.path().join("swarm.key");
+    let (_, text) = swarmnode::swarm_key::generate();
+    std::fs::write(&key_file, text).unwrap();
+    let private = |ca: &Ca, name: &str| {
+        let (key_path, cert_path) = ca.enrol(&ca.key, name, now() - 60, now() + HOUR);
+        let (ca_cert, swarm_key) = (ca.public_key(), key_file.clone());
+        move |c: &mut swarmnode::config::NodeConfig| {
+            c.key_path = key_path;
+            c.ca_cert = Some(ca_cert);
+            c.cert = Some(cert_path);
+            c.swarm_key = Some(swarm_key);
+        }
+    };
+    let mut member = TestNode::start(private(&ca, "member")).await;
+    let other = TestNode::start(private(&ca, "other")).await;
+    other
+        .handle
+        .dial(member.tcp_address.clone())
+        .await
+        .expect("members with the key connect");
+    member
+        .wait_for("the other member's admission", |e| {
+            matches!(e, EventKind::PeerAdmitted { peer, .. } if *peer == other.peer_id).then_some(())
+        })
+        .await;
+
+    let key_only = {
+        let swarm_key = key_file.clone();
+        TestNode::start(move |c| c.swarm_key = Some(swarm_key)).await
+    };
+    let foreign = TestNode::start(private(&other_ca, "foreign")).await;
+    for (outsider, expected) in [(&key_only, "does not speak"), (&foreign, "another CA")] {
+        let _ = outsider.handle.dial(member.tcp_address.clone()).await;
+        // Whichever side refuses first: a node with another CA may refuse our certificate (and close the
+        // connection) before ours has read its own.
+        let reason = member
+            .wait_for("the key holder's refusal", |e| match e {
+                EventKind::PeerRefused { peer, reason, .. } if *peer == outsider.peer_id => Some(reason.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(reason.contains(expected), "{reason}");
+        eventually("the key holder is disconnected", || async {
+            !member.status().await.connected_peers.contains(&outsider.peer_id)
+        })
+        .await;
+    }
+    assert!(member.status().await.connected_peers.contains(&other.peer_id));
+}

@@ -6,7 +6,7 @@
 //! the graylist, block the peer in the swarm until they expire. The decisions are in `crate::admission`; this file
 //! carries them out.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::{
     Multiaddr, PeerId,
@@ -33,6 +33,9 @@ pub(super) struct Membership {
     pub certificate: Vec<u8>,
     pub admissions: Admissions,
 }
+
+/// How long a refused peer stays connected after our answer, so that the answer reaches it before we close.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 fn now_unix_seconds() -> u64 {
     now_unix_ms() / 1000
@@ -98,16 +101,17 @@ impl EventLoop {
                 }
                 match verdict {
                     Ok(certificate) => self.admit(peer, certificate),
-                    // The ban waits until the answer is on its way (`ResponseSent`), so the peer learns why.
-                    Err(refusal) => {
-                        self.refusals.insert(peer, refusal);
+                    // The ban (which closes the connection) waits a moment so the answer reaches the peer: closing
+                    // a socket with unread data resets it, and the reset would discard the answer in flight.
+                    Err((reason, detail)) => {
+                        self.refusals
+                            .insert(peer, (reason, detail, Instant::now() + REFUSAL_LINGER));
                     }
                 }
             }
-            request_response::Event::ResponseSent { peer, .. } => self.carry_out_refusal(peer),
+            request_response::Event::ResponseSent { .. } => {}
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "admission request from peer failed: {error}");
-                self.carry_out_refusal(peer);
             }
             request_response::Event::Message {
                 peer,
@@ -194,12 +198,6 @@ impl EventLoop {
         });
     }
 
-    fn carry_out_refusal(&mut self, peer: PeerId) {
-        if let Some((reason, detail)) = self.refusals.remove(&peer) {
-            self.refuse(peer, reason, detail);
-        }
-    }
-
     /// We refuse `peer` as a member: counted, reported, and banned.
     fn refuse(&mut self, peer: PeerId, reason: &'static str, detail: String) {
         self.metrics
@@ -241,6 +239,17 @@ impl EventLoop {
     /// and ban members whose gossip score fell below the graylist.
     pub(super) fn on_membership_tick(&mut self) {
         let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .refusals
+            .iter()
+            .filter(|(_, (_, _, at))| *at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            if let Some((reason, detail, _)) = self.refusals.remove(&peer) {
+                self.refuse(peer, reason, detail);
+            }
+        }
         for peer in self.bans.expire(now) {
             self.swarm.behaviour_mut().bans.unblock_peer(peer);
             tracing::info!(%peer, "ban lifted");

@@ -217,8 +217,8 @@ struct EventLoop {
     membership: Option<Membership>,
     /// Peers refused for a while.
     bans: Bans,
-    /// Peers whose certificate we refused, banned once our answer is sent.
-    refusals: HashMap<PeerId, (&'static str, String)>,
+    /// Peers whose certificate we refused: why, and when to ban them (once our answer has had time to arrive).
+    refusals: HashMap<PeerId, (&'static str, String, Instant)>,
     /// Gossip messages per second per peer, when limited.
     rate_limiter: Option<PeerRateLimiter>,
     swarm: Swarm<Behaviour>,
