@@ -269,7 +269,7 @@ fn status_text(node: &Value) -> String {
 }
 
 fn peers_table(peers: &Value) -> String {
-    let rows: Vec<[String; 6]> = peers
+    let rows: Vec<[String; 7]> = peers
         .as_array()
         .map(|peers| {
             peers
@@ -281,13 +281,26 @@ fn peers_table(peers: &Value) -> String {
                         text(&p["direction"]),
                         p["rtt_ms"].as_f64().map_or("-".to_owned(), |ms| format!("{ms:.1}")),
                         text(&p["sources"]),
+                        member(p),
                         p["addresses"][0].as_str().unwrap_or("-").to_owned(),
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(&["PEER", "STATE", "DIRECTION", "RTT MS", "SOURCES", "ADDRESS"], &rows)
+    table(
+        &["PEER", "STATE", "DIRECTION", "RTT MS", "SOURCES", "MEMBER", "ADDRESS"],
+        &rows,
+    )
+}
+
+/// With a CA: the member's certificate name (or `yes`), `no` while not admitted; `-` without a CA.
+fn member(peer: &Value) -> String {
+    match peer["admitted"].as_bool() {
+        Some(true) => peer["member_name"].as_str().unwrap_or("yes").to_owned(),
+        Some(false) => "no".to_owned(),
+        None => "-".to_owned(),
+    }
 }
 
 fn diagnosis_text(d: &Value) -> String {

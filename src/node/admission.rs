@@ -34,6 +34,8 @@ pub(super) struct Membership {
     pub admissions: Admissions,
 }
 
+/// How often peers' gossip scores are compared with the graylist (a score report per connected peer).
+const SCORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a refused peer stays connected after our answer, so that the answer reaches it before we close.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
@@ -268,6 +270,10 @@ impl EventLoop {
                 self.refuse(peer, "expired", "its certificate expired".to_owned());
             }
         }
+        if now < self.next_score_check {
+            return;
+        }
+        self.next_score_check = now + SCORE_CHECK_INTERVAL;
         let graylisted: Vec<(PeerId, f64)> = self
             .swarm
             .connected_peers()

@@ -148,6 +148,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         bans: Bans::new(config.ban_duration),
         refusals: HashMap::new(),
         rate_limiter,
+        next_score_check: Instant::now(),
         bootstrap: BootstrapPeers::new(&config.bootstrap, Instant::now()),
         peers: PeerTable::new(config.liveness, rand::random()),
         swarm,
@@ -221,6 +222,8 @@ struct EventLoop {
     refusals: HashMap<PeerId, (&'static str, String, Instant)>,
     /// Gossip messages per second per peer, when limited.
     rate_limiter: Option<PeerRateLimiter>,
+    /// When to next look for members whose gossip score fell below the graylist.
+    next_score_check: Instant,
     swarm: Swarm<Behaviour>,
     config: NodeConfig,
     commands: mpsc::Receiver<Command>,

@@ -134,7 +134,13 @@ impl EventLoop {
             .connections_refused
             .get_or_create(&ReasonLabel { reason: label })
             .inc();
-        tracing::warn!(?direction, ?peer, address = ?address.as_ref().map(ToString::to_string), "connection refused: {reason}");
+        let address_text = address.as_ref().map(ToString::to_string);
+        if label == "banned" {
+            // The ban itself was logged; a banned peer that keeps redialling must not flood the log.
+            tracing::debug!(?direction, ?peer, address = ?address_text, "connection refused: {reason}");
+        } else {
+            tracing::warn!(?direction, ?peer, address = ?address_text, "connection refused: {reason}");
+        }
         self.emit(EventKind::ConnectionRefused {
             direction,
             peer,
