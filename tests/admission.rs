@@ -118,6 +118,14 @@ async fn members_admit_each_other_route_and_gossip() {
     assert_eq!(row.state, PeerState::Active);
     assert_eq!(row.admitted, Some(true));
     assert_eq!(row.member_name.as_deref(), Some("b"));
+    eventually("identify's report in the peer table", || async {
+        a.handle.peers().await.unwrap().iter().any(|p| {
+            p.peer == b.peer_id
+                && p.agent_version.as_deref() == Some(swarmnode::node::agent_version().as_str())
+                && p.protocols.iter().any(|p| p == "/swarmnode/admission/1.0.0")
+        })
+    })
+    .await;
     eventually("each member in the other's routing table", || async {
         a.status().await.routing_table.contains(&b.peer_id) && b.status().await.routing_table.contains(&a.peer_id)
     })

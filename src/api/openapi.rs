@@ -69,7 +69,7 @@ pub fn document() -> Value {
                     "type": "object",
                     "required": ["peer", "state", "addresses", "direction", "rtt_ms", "smoothed_rtt_ms", "last_seen",
                         "attempt", "next_retry_ms", "sources", "reason", "bootstrap", "admitted", "member_name",
-                        "gossip_score"],
+                        "gossip_score", "agent_version", "protocols"],
                     "properties": {
                         "peer": {"type": "string"},
                         "state": {"type": "string", "enum": ["new", "active", "disconnected", "reconnecting", "removed", "left"]},
@@ -86,7 +86,10 @@ pub fn document() -> Value {
                         "admitted": {"type": "boolean", "nullable": true,
                             "description": "with a CA, whether the peer showed a valid certificate; null without one"},
                         "member_name": {"type": "string", "nullable": true},
-                        "gossip_score": {"type": "number", "nullable": true}
+                        "gossip_score": {"type": "number", "nullable": true},
+                        "agent_version": {"type": "string", "nullable": true,
+                            "description": "what the peer reported through identify, while connected"},
+                        "protocols": {"type": "array", "items": {"type": "string"}}
                     }
                 },
                 "Topic": {

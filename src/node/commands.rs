@@ -286,6 +286,12 @@ impl EventLoop {
                     .is_connected(peer)
                     .then(|| self.swarm.behaviour().gossipsub.peer_score(peer))
                     .flatten(),
+                agent_version: self.identified.get(peer).map(|i| i.agent_version.clone()),
+                protocols: self
+                    .identified
+                    .get(peer)
+                    .map(|i| i.protocols.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         infos.sort_by_key(|info| info.peer.to_string());

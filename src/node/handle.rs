@@ -335,6 +335,10 @@ pub struct PeerInfo {
     pub member_name: Option<String>,
     /// Its gossipsub score, while connected.
     pub gossip_score: Option<f64>,
+    /// What it reported through identify, while connected: its agent (`swarmnode/0.1.0`, `py-libp2p/…`) and the
+    /// protocols it speaks.
+    pub agent_version: Option<String>,
+    pub protocols: Vec<String>,
 }
 
 /// One of our topics: the peers gossipsub keeps in its mesh for it, and every peer known to be subscribed.

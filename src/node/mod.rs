@@ -160,6 +160,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         pending_dials: HashMap::new(),
         own_dials: HashSet::new(),
         directions: HashMap::new(),
+        identified: HashMap::new(),
         published_ids: RecentIds::new(dedup_window, DEDUP_CAPACITY),
         delivered_ids: RecentIds::new(dedup_window, DEDUP_CAPACITY),
         libp2p_metrics,
@@ -212,6 +213,12 @@ fn load_membership(config: &NodeConfig, peer_id: &PeerId) -> anyhow::Result<Opti
     }))
 }
 
+/// What a connected peer says about itself through identify.
+struct Identified {
+    agent_version: String,
+    protocols: Vec<String>,
+}
+
 /// The state the event loop owns.
 struct EventLoop {
     /// With a CA: our certificate and who is admitted.
@@ -241,6 +248,8 @@ struct EventLoop {
     own_dials: HashSet<ConnectionId>,
     /// Who opened the first connection to each connected peer.
     directions: HashMap<PeerId, Direction>,
+    /// What each connected peer told identify about itself.
+    identified: HashMap<PeerId, Identified>,
     /// Caller-chosen ids we published within the dedup window, with the first result.
     published_ids: RecentIds<String, Published>,
     /// (origin, id) of every envelope delivered within the dedup window.

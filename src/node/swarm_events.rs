@@ -19,7 +19,7 @@ use libp2p::{
 };
 
 use super::{
-    EventLoop,
+    EventLoop, Identified,
     behaviour::BehaviourEvent,
     handle::{Direction, DiscoverySource, EventKind, MessageData},
 };
@@ -61,6 +61,7 @@ impl EventLoop {
                 let cause = cause.map_or_else(|| "closed".to_owned(), |e| e.to_string());
                 tracing::debug!(peer = %peer_id, %cause, "disconnected");
                 self.directions.remove(&peer_id);
+                self.identified.remove(&peer_id);
                 if let Some(membership) = self.membership.as_mut() {
                     membership.admissions.disconnected(&peer_id);
                 }
@@ -252,6 +253,15 @@ impl EventLoop {
             return;
         };
         tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+        let mut protocols: Vec<String> = info.protocols.iter().map(ToString::to_string).collect();
+        protocols.sort();
+        self.identified.insert(
+            peer_id,
+            Identified {
+                agent_version: info.agent_version.clone(),
+                protocols,
+            },
+        );
         if !info.protocols.contains(&self.config.kad_protocol) {
             return;
         }
