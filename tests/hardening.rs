@@ -17,7 +17,7 @@ use support::{
     TestNode,
     binary::{RunningBinary, swarmnode},
     eventually,
-    raw_peer::{RawPeer, Signing},
+    raw_peer::{RawBehaviourEvent, RawPeer, Signing},
     wait_for_subscribers,
 };
 use swarmnode::{
@@ -62,6 +62,7 @@ async fn a_peer_sending_invalid_gossip_is_banned_while_honest_traffic_flows() {
             matches!(e, EventKind::Subscribed { peer, .. } if *peer == attacker).then_some(())
         })
         .await;
+        raw.wait_for("the node's subscription", is_subscription).await;
         let mut watch = node.handle.subscribe_events();
         let mut banned = false;
         // Bounded: at most 400 messages over about 20 s; a ban normally comes after three or four.
@@ -125,6 +126,7 @@ async fn a_flood_beyond_the_peer_rate_is_dropped_without_a_ban() {
     })
     .await;
     wait_for_subscribers(&node, "swarmnode", 1).await;
+    raw.wait_for("the node's subscription", is_subscription).await;
     // Valid envelopes, all at once: far beyond 10 per second.
     raw.run(move |swarm| {
         for i in 0..FLOOD {
@@ -150,6 +152,17 @@ async fn a_flood_beyond_the_peer_rate_is_dropped_without_a_ban() {
     // Dropped, not held against it: still connected, not banned.
     assert!(node.status().await.connected_peers.contains(&flooder));
     assert!(!node.handle.metrics().encode().contains("swarmnode_peers_banned_total{"));
+}
+
+/// A gossipsub `Subscribed` event on the raw peer: it then knows the node is in the topic and publishes to it.
+fn is_subscription(event: &SwarmEvent<RawBehaviourEvent>) -> Option<()> {
+    matches!(
+        event,
+        SwarmEvent::Behaviour(RawBehaviourEvent::Gossipsub(
+            libp2p::gossipsub::Event::Subscribed { .. }
+        ))
+    )
+    .then_some(())
 }
 
 /// Resident memory of a process, in bytes.
@@ -247,6 +260,8 @@ fn garbage_and_half_open_connections_leave_the_node_serving() {
     let peer = RunningBinary::loopback(&["--bootstrap", &address, "--stdin"]);
     peer.wait_for("the connection", |l| l["event"] == "connected");
     node.wait_for("the peer's subscription", |l| l["event"] == "subscribed");
+    // The peer publishes only once it knows the node is subscribed (else there is nobody to send to).
+    peer.wait_for("the node's subscription", |l| l["event"] == "subscribed");
     let mut stdin = peer.stdin.as_ref().unwrap();
     writeln!(stdin, "still here").unwrap();
     let message = node.wait_for("the peer's message", |l| l["event"] == "message");
