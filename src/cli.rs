@@ -62,7 +62,7 @@ pub enum ClientCommand {
     Connect {
         #[command(flatten)]
         client: ClientArgs,
-        /// A multiaddr; `/p2p/<id>` optional.
+        /// A multiaddr (`/p2p/<id>` optional), or `/p2p/<id>` alone to find the peer through the DHT first.
         address: String,
     },
     /// Close the running node's connections to a peer (it is then removed, not redialled).

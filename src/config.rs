@@ -284,6 +284,15 @@ fn check_transport(setting: &'static str, address: &Multiaddr) -> Result<(), Con
     check_dialable(address).map_err(|reason| ConfigError::new(setting, reason))
 }
 
+/// The peer id of an address that is only `/p2p/<id>`: a peer to look up in the DHT rather than dial directly.
+pub fn bare_peer_id(address: &Multiaddr) -> Option<PeerId> {
+    let mut protocols = address.iter();
+    match (protocols.next(), protocols.next()) {
+        (Some(Protocol::P2p(peer)), None) => Some(peer),
+        _ => None,
+    }
+}
+
 /// Whether `address` names a transport this node speaks (TCP, or UDP with QUIC v1).
 pub fn check_dialable(address: &Multiaddr) -> Result<(), String> {
     let mut tcp = false;

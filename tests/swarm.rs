@@ -230,3 +230,19 @@ async fn bad_publish_requests_are_refused_and_the_node_keeps_working() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_given_by_id_alone_is_found_through_the_dht_and_dialled() {
+    let nodes = swarm(2, |_| {}).await;
+    let (seeker, sought) = (&nodes[1], &nodes[2]);
+    eventually("the bootstrap node routes to both", || async {
+        nodes[0].status().await.routing_table.len() >= 2
+    })
+    .await;
+    let bare = |peer: PeerId| format!("/p2p/{peer}").parse().unwrap();
+    assert_eq!(seeker.handle.dial(bare(sought.peer_id)).await, Ok(sought.peer_id));
+    assert!(seeker.status().await.connected_peers.contains(&sought.peer_id));
+    let unknown = PeerId::random();
+    let error = seeker.handle.dial(bare(unknown)).await.unwrap_err();
+    assert!(error.contains("not found in the DHT"), "{error}");
+}

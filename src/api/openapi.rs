@@ -157,7 +157,7 @@ pub fn document() -> Value {
             "/v1/peers": {
                 "get": {"summary": "every peer in the peer table", "operationId": "listPeers",
                     "responses": {"200": ok(json!({"type": "array", "items": schema("Peer")})), "401": unauthorized, "503": stopped}},
-                "post": {"summary": "dial an address and wait for the outcome", "operationId": "connectPeer",
+                "post": {"summary": "dial an address (or a bare /p2p/<id>, looked up in the DHT first) and wait for the outcome", "operationId": "connectPeer",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {
                         "type": "object", "required": ["address"], "additionalProperties": false,
                         "properties": {"address": {"type": "string", "description": "a multiaddr, /p2p/<id> optional"}}}}}},

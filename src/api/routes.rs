@@ -47,8 +47,11 @@ pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<Conne
         .address
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_address", format!("{:?} is not a multiaddr: {e}", body.address)))?;
-    // Only addresses the node can dial: a bare `/p2p/<id>` or a UDP-only address would only fail later.
-    crate::config::check_dialable(&address).map_err(|why| ApiError::bad_request("invalid_address", why))?;
+    // Only addresses the node can dial (a UDP-only address would only fail later), or a bare `/p2p/<id>`, which the
+    // node looks up in the DHT.
+    if crate::config::bare_peer_id(&address).is_none() {
+        crate::config::check_dialable(&address).map_err(|why| ApiError::bad_request("invalid_address", why))?;
+    }
     match state.handle.dial(address).await {
         Ok(peer) => Ok(Json(Connected { peer: peer.to_string() })),
         Err(why) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "dial_failed", why)),

@@ -9,6 +9,7 @@ use std::{
 use libp2p::{
     Multiaddr, PeerId,
     gossipsub::{self, IdentTopic, TopicHash},
+    kad::{self, QueryId},
     swarm::dial_opts::DialOpts,
 };
 use tokio::sync::oneshot;
@@ -24,7 +25,7 @@ use super::{
 };
 use crate::{
     batch::Flush,
-    config::check_topic,
+    config::{bare_peer_id, check_topic},
     envelope::{DEFAULT_CONTENT_TYPE, Envelope},
     time::now_unix_ms,
 };
@@ -210,6 +211,16 @@ impl EventLoop {
     }
 
     fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
+        if let Some(peer) = bare_peer_id(&address) {
+            if self.swarm.is_connected(&peer) {
+                let _ = reply.send(Ok(peer));
+                return;
+            }
+            // Only an id: ask the DHT where the peer is, then dial what it says (`found_by_lookup`).
+            let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+            self.pending_lookups.insert(query, (peer, reply));
+            return;
+        }
         let opts = DialOpts::from(address);
         let connection = opts.connection_id();
         match self.start_dial(opts) {
@@ -218,6 +229,45 @@ impl EventLoop {
             }
             Err(e) => {
                 let _ = reply.send(Err(swarm_events::dial_error_text(&e)));
+            }
+        }
+    }
+
+    /// A DHT lookup started by `dial` progressed: dial the peer once some step reports its addresses; fail the dial
+    /// when the lookup ends without them.
+    pub(super) fn on_lookup_progress(&mut self, query: QueryId, peers: &[kad::PeerInfo], last: bool) {
+        let Some((wanted, _)) = self.pending_lookups.get(&query) else {
+            return;
+        };
+        let wanted = *wanted;
+        let found = peers
+            .iter()
+            .find(|info| info.peer_id == wanted && !info.addrs.is_empty())
+            .map(|info| info.addrs.clone());
+        if found.is_none() && !last {
+            return;
+        }
+        let Some((_, reply)) = self.pending_lookups.remove(&query) else {
+            return;
+        };
+        if let Some(mut running) = self.swarm.behaviour_mut().kad.query_mut(&query) {
+            running.finish();
+        }
+        match found {
+            Some(addresses) => {
+                let opts = DialOpts::peer_id(wanted).addresses(addresses).build();
+                let connection = opts.connection_id();
+                match self.start_dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(connection, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(swarm_events::dial_error_text(&e)));
+                    }
+                }
+            }
+            None => {
+                let _ = reply.send(Err(format!("peer {wanted} was not found in the DHT")));
             }
         }
     }

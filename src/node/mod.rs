@@ -158,6 +158,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         discoveries: Discoveries::default(),
         rejected: BTreeMap::new(),
         pending_dials: HashMap::new(),
+        pending_lookups: HashMap::new(),
         own_dials: HashSet::new(),
         directions: HashMap::new(),
         identified: HashMap::new(),
@@ -243,6 +244,8 @@ struct EventLoop {
     rejected: BTreeMap<&'static str, u64>,
     /// Dials requested through a handle, answered when the connection is established or fails.
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    /// Dials of a bare peer id, waiting for the DHT lookup that finds its addresses.
+    pending_lookups: HashMap<libp2p::kad::QueryId, (PeerId, oneshot::Sender<Result<PeerId, String>>)>,
     /// Dials this loop started (bootstrap, mDNS, handle). Any other outbound connection was dialled by Kademlia, the
     /// only behaviour here that dials on its own, which is how a peer found by a lookup is told apart.
     own_dials: HashSet<ConnectionId>,

@@ -232,6 +232,20 @@ impl EventLoop {
             self.add_to_routing(peer, address);
             return;
         }
+        if let kad::Event::OutboundQueryProgressed {
+            id,
+            result: kad::QueryResult::GetClosestPeers(result),
+            step,
+            ..
+        } = &event
+        {
+            let peers = match result {
+                Ok(ok) => &ok.peers,
+                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+            };
+            self.on_lookup_progress(*id, peers, step.last);
+            return;
+        }
         let kad::Event::OutboundQueryProgressed {
             result: kad::QueryResult::Bootstrap(result),
             step,
