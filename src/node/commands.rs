@@ -10,7 +10,7 @@ use libp2p::{
     Multiaddr, PeerId,
     gossipsub::{self, IdentTopic, TopicHash},
     kad::{self, QueryId},
-    swarm::dial_opts::DialOpts,
+    swarm::dial_opts::{DialOpts, PeerCondition},
 };
 use tokio::sync::oneshot;
 
@@ -255,7 +255,12 @@ impl EventLoop {
         }
         match found {
             Some(addresses) => {
-                let opts = DialOpts::peer_id(wanted).addresses(addresses).build();
+                // Always: the lookup itself may be dialling the peer (it asks the closest peers, and the wanted
+                // one is closest of all); waiting for a dial we did not start would leave the caller unanswered.
+                let opts = DialOpts::peer_id(wanted)
+                    .addresses(addresses)
+                    .condition(PeerCondition::Always)
+                    .build();
                 let connection = opts.connection_id();
                 match self.start_dial(opts) {
                     Ok(()) => {
