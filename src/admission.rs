@@ -2,7 +2,8 @@
 //! - the admission exchange `/swarmnode/admission/1.0.0`: right after connecting, each side sends its membership
 //!   certificate as a request and the other answers whether it admits the sender (CBOR, docs/protocol.md);
 //! - `Admissions`: peers waiting for a valid certificate (with their deadline and the routing addresses held back
-//!   until then), and admitted members with the end of their certificate's validity;
+//!   until then), admitted members with the end of their certificate's validity, and refusals waiting for our answer
+//!   to reach the peer before it is banned;
 //! - `Bans`: peers refused for a while (a failed admission, a gossip score below the graylist), with their expiry.
 //!
 //! The event loop feeds them connections, certificates and `now`, and carries out the verdicts (disconnect, block,
@@ -22,6 +23,9 @@ pub const ADMISSION_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarmnode/a
 pub const ADMISSION_VERSION: u32 = 1;
 /// Largest request or response read from a peer: a certificate plus a few bytes.
 pub const MAX_ADMISSION_MESSAGE: u64 = 4096;
+/// How long a peer whose certificate we refused stays connected after our answer. Closing at once would reset the
+/// socket (it still holds the peer's unread bytes), and the reset discards the answer in flight.
+pub const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// "Here is my certificate." Sent once per connection, by both sides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,12 +87,21 @@ pub struct Admitted {
     pub held_addresses: Vec<Multiaddr>,
 }
 
+/// A refusal answered, to be carried out once the answer has had time to arrive.
+#[derive(Debug)]
+struct Refusal {
+    reason: &'static str,
+    detail: String,
+    at: Instant,
+}
+
 /// Admission state per connected peer.
 #[derive(Debug)]
 pub struct Admissions {
     timeout: Duration,
     pending: HashMap<PeerId, Pending>,
     members: HashMap<PeerId, Member>,
+    refusals: HashMap<PeerId, Refusal>,
 }
 
 /// What became due at a tick.
@@ -98,6 +111,8 @@ pub struct AdmissionsDue {
     pub timed_out: Vec<PeerId>,
     /// Admitted, but their certificate has now ended.
     pub expired: Vec<PeerId>,
+    /// Refused (metrics label, reason) at least `REFUSAL_LINGER` ago: to ban now.
+    pub refused: Vec<(PeerId, &'static str, String)>,
 }
 
 impl Admissions {
@@ -106,6 +121,7 @@ impl Admissions {
             timeout,
             pending: HashMap::new(),
             members: HashMap::new(),
+            refusals: HashMap::new(),
         }
     }
 
@@ -170,11 +186,26 @@ impl Admissions {
         }
     }
 
+    /// We refused `peer`'s certificate at `now` (`reason` is the metrics label): it is reported by `tick` as
+    /// refused once `REFUSAL_LINGER` has passed, even if it disconnects meanwhile, and no longer waits to be admitted.
+    pub fn refuse_later(&mut self, peer: PeerId, reason: &'static str, detail: String, now: Instant) {
+        self.pending.remove(&peer);
+        self.members.remove(&peer);
+        let at = now + REFUSAL_LINGER;
+        self.refusals.insert(peer, Refusal { reason, detail, at });
+    }
+
     /// The last connection to `peer` closed: it must be admitted again on the next one. Held addresses are
-    /// forgotten too: only a connection can make them useful.
+    /// forgotten too: only a connection can make them useful. A refusal still stands.
     pub fn disconnected(&mut self, peer: &PeerId) {
         self.pending.remove(peer);
         self.members.remove(peer);
+    }
+
+    /// `peer` is banned: nothing about it is left to decide.
+    pub fn banned(&mut self, peer: &PeerId) {
+        self.disconnected(peer);
+        self.refusals.remove(peer);
     }
 
     /// Peers whose time to be admitted is up, and members whose certificate has ended (`now_unix`, seconds).
@@ -194,8 +225,17 @@ impl Admissions {
             }
             !ended
         });
+        self.refusals.retain(|peer, refusal| {
+            let due_now = refusal.at <= now;
+            if due_now {
+                due.refused
+                    .push((*peer, refusal.reason, std::mem::take(&mut refusal.detail)));
+            }
+            !due_now
+        });
         due.timed_out.sort();
         due.expired.sort();
+        due.refused.sort_by_key(|(peer, _, _)| *peer);
         due
     }
 }
@@ -356,6 +396,35 @@ mod tests {
         admissions.disconnected(&peer);
         assert!(!admissions.is_member(&peer));
         assert!(admissions.connected(peer, &addr(1), now));
+    }
+
+    #[test]
+    fn a_refusal_is_carried_out_after_the_linger_even_if_the_peer_left_meanwhile() {
+        let start = Instant::now();
+        let mut admissions = Admissions::new(TIMEOUT);
+        let peer = PeerId::random();
+        admissions.connected(peer, &addr(1), start);
+        admissions.refuse_later(peer, "expired", "its certificate expired".into(), start);
+        admissions.disconnected(&peer);
+        assert!(admissions.tick(start + REFUSAL_LINGER / 2, 0).refused.is_empty());
+        let due = admissions.tick(start + TIMEOUT, 0);
+        assert_eq!(
+            due.refused,
+            vec![(peer, "expired", "its certificate expired".to_owned())]
+        );
+        assert!(
+            due.timed_out.is_empty(),
+            "a refused peer no longer waits to be admitted"
+        );
+        assert!(
+            admissions.tick(start + TIMEOUT * 2, 0).refused.is_empty(),
+            "refused once"
+        );
+
+        let banned_first = PeerId::random();
+        admissions.refuse_later(banned_first, "wrong_ca", "another CA".into(), start);
+        admissions.banned(&banned_first);
+        assert!(admissions.tick(start + TIMEOUT, 0).refused.is_empty());
     }
 
     #[test]

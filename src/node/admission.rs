@@ -36,8 +36,6 @@ pub(super) struct Membership {
 
 /// How often peers' gossip scores are compared with the graylist (a score report per connected peer).
 const SCORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a refused peer stays connected after our answer, so that the answer reaches it before we close.
-const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 fn now_unix_seconds() -> u64 {
     now_unix_ms() / 1000
@@ -103,11 +101,11 @@ impl EventLoop {
                 }
                 match verdict {
                     Ok(certificate) => self.admit(peer, certificate),
-                    // The ban (which closes the connection) waits a moment so the answer reaches the peer: closing
-                    // a socket with unread data resets it, and the reset would discard the answer in flight.
+                    // The ban, which closes the connection, waits until the answer has had time to arrive.
                     Err((reason, detail)) => {
-                        self.refusals
-                            .insert(peer, (reason, detail, Instant::now() + REFUSAL_LINGER));
+                        if let Some(membership) = self.membership.as_mut() {
+                            membership.admissions.refuse_later(peer, reason, detail, Instant::now());
+                        }
                     }
                 }
             }
@@ -218,10 +216,9 @@ impl EventLoop {
     /// Disconnects `peer` and blocks it until the ban expires (`--ban-duration`).
     pub(super) fn ban(&mut self, peer: PeerId, cause: &'static str, reason: String) {
         let duration = self.bans.ban(peer, reason.clone(), Instant::now());
-        self.refusals.remove(&peer);
         self.metrics.bans.get_or_create(&ReasonLabel { reason: cause }).inc();
         if let Some(membership) = self.membership.as_mut() {
-            membership.admissions.disconnected(&peer);
+            membership.admissions.banned(&peer);
         }
         let behaviour = self.swarm.behaviour_mut();
         // Blocking closes every connection to the peer and refuses new ones either way.
@@ -241,17 +238,6 @@ impl EventLoop {
     /// and ban members whose gossip score fell below the graylist.
     pub(super) fn on_membership_tick(&mut self) {
         let now = Instant::now();
-        let due: Vec<PeerId> = self
-            .refusals
-            .iter()
-            .filter(|(_, (_, _, at))| *at <= now)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in due {
-            if let Some((reason, detail, _)) = self.refusals.remove(&peer) {
-                self.refuse(peer, reason, detail);
-            }
-        }
         for peer in self.bans.expire(now) {
             self.swarm.behaviour_mut().bans.unblock_peer(peer);
             tracing::info!(%peer, "ban lifted");
@@ -268,6 +254,9 @@ impl EventLoop {
             }
             for peer in due.expired {
                 self.refuse(peer, "expired", "its certificate expired".to_owned());
+            }
+            for (peer, reason, detail) in due.refused {
+                self.refuse(peer, reason, detail);
             }
         }
         if now < self.next_score_check {

@@ -10,7 +10,7 @@ use libp2p::{
     Multiaddr, PeerId,
     gossipsub::{self, IdentTopic, TopicHash},
     kad::{self, QueryId},
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    swarm::{DialError, dial_opts::DialOpts},
 };
 use tokio::sync::oneshot;
 
@@ -216,12 +216,16 @@ impl EventLoop {
                 let _ = reply.send(Ok(peer));
                 return;
             }
-            // Only an id: ask the DHT where the peer is, then dial what it says (`found_by_lookup`).
+            // Only an id: ask the DHT where the peer is, then dial what it says (`on_lookup_progress`).
             let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
             self.pending_lookups.insert(query, (peer, reply));
             return;
         }
-        let opts = DialOpts::from(address);
+        self.dial_for_caller(DialOpts::from(address), reply);
+    }
+
+    /// Starts a dial whose outcome `reply` awaits: answered when the connection is up or has failed.
+    fn dial_for_caller(&mut self, opts: DialOpts, reply: oneshot::Sender<Result<PeerId, String>>) {
         let connection = opts.connection_id();
         match self.start_dial(opts) {
             Ok(()) => {
@@ -254,17 +258,20 @@ impl EventLoop {
             running.finish();
         }
         match found {
+            Some(_) if self.swarm.is_connected(&wanted) => {
+                let _ = reply.send(Ok(wanted));
+            }
             Some(addresses) => {
-                // Always: the lookup itself may be dialling the peer (it asks the closest peers, and the wanted
-                // one is closest of all); waiting for a dial we did not start would leave the caller unanswered.
-                let opts = DialOpts::peer_id(wanted)
-                    .addresses(addresses)
-                    .condition(PeerCondition::Always)
-                    .build();
+                let opts = DialOpts::peer_id(wanted).addresses(addresses).build();
                 let connection = opts.connection_id();
                 match self.start_dial(opts) {
                     Ok(()) => {
                         self.pending_dials.insert(connection, reply);
+                    }
+                    // The lookup itself is dialling the peer (it asks the closest peers, and the wanted one is
+                    // closest of all): its outcome answers the caller.
+                    Err(DialError::DialPeerConditionFalse(_)) => {
+                        self.awaiting_connection.entry(wanted).or_default().push(reply);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(swarm_events::dial_error_text(&e)));

@@ -146,7 +146,6 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let event_loop = EventLoop {
         membership,
         bans: Bans::new(config.ban_duration),
-        refusals: HashMap::new(),
         rate_limiter,
         next_score_check: Instant::now(),
         bootstrap: BootstrapPeers::new(&config.bootstrap, Instant::now()),
@@ -159,6 +158,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         rejected: BTreeMap::new(),
         pending_dials: HashMap::new(),
         pending_lookups: HashMap::new(),
+        awaiting_connection: HashMap::new(),
         own_dials: HashSet::new(),
         directions: HashMap::new(),
         identified: HashMap::new(),
@@ -226,8 +226,6 @@ struct EventLoop {
     membership: Option<Membership>,
     /// Peers refused for a while.
     bans: Bans,
-    /// Peers whose certificate we refused: why, and when to ban them (once our answer has had time to arrive).
-    refusals: HashMap<PeerId, (&'static str, String, Instant)>,
     /// Gossip messages per second per peer, when limited.
     rate_limiter: Option<PeerRateLimiter>,
     /// When to next look for members whose gossip score fell below the graylist.
@@ -244,6 +242,8 @@ struct EventLoop {
     rejected: BTreeMap<&'static str, u64>,
     /// Dials requested through a handle, answered when the connection is established or fails.
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    /// Callers of a lookup dial whose peer another dial (the lookup's own) was already reaching: answered by its outcome.
+    awaiting_connection: HashMap<PeerId, Vec<oneshot::Sender<Result<PeerId, String>>>>,
     /// Dials of a bare peer id, waiting for the DHT lookup that finds its addresses.
     pending_lookups: HashMap<libp2p::kad::QueryId, (PeerId, oneshot::Sender<Result<PeerId, String>>)>,
     /// Dials this loop started (bootstrap, mDNS, handle). Any other outbound connection was dialled by Kademlia, the

@@ -49,6 +49,9 @@ impl EventLoop {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
+                for reply in self.awaiting_connection.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(peer_id));
+                }
                 let dialled_by_us = self.own_dials.remove(&connection_id);
                 self.on_connection_established(peer_id, &endpoint, num_established.get(), dialled_by_us);
             }
@@ -88,6 +91,9 @@ impl EventLoop {
                     let _ = reply.send(Err(dial_error_text(&error)));
                 }
                 if let Some(peer) = peer_id {
+                    for reply in self.awaiting_connection.remove(&peer).unwrap_or_default() {
+                        let _ = reply.send(Err(dial_error_text(&error)));
+                    }
                     let decisions = self.peers.dial_failed(peer, Instant::now());
                     self.apply(decisions);
                 }
