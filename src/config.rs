@@ -5,7 +5,7 @@ use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr::Protocol};
 
-use crate::{envelope::ENVELOPE_OVERHEAD, peers::LivenessPolicy};
+use crate::{policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
 
 /// The Kademlia protocol of a swarmnode swarm: our own, so that a swarm never merges into the public IPFS DHT.
 pub const DEFAULT_KAD_PROTOCOL: &str = "/swarmnode/kad/1.0.0";

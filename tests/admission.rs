@@ -15,12 +15,12 @@ use support::{
     wait_for_subscribers,
 };
 use swarmnode::{
-    admission::{AdmissionRequest, AdmissionResponse},
-    identity,
-    membership::{self, Certificate},
     node::{self, EventKind, PublishRequest, RefusedBy},
-    peers::PeerState,
+    policy::liveness::PeerState,
+    security::certificate::{self, Certificate},
+    security::identity,
     time::now_unix_ms,
+    wire::admission::{AdmissionRequest, AdmissionResponse},
 };
 use tempfile::TempDir;
 
@@ -35,7 +35,7 @@ struct Ca {
 impl Ca {
     fn new() -> Ca {
         let dir = tempfile::tempdir().unwrap();
-        let key = membership::write_new_ca(dir.path(), false).unwrap();
+        let key = certificate::write_new_ca(dir.path(), false).unwrap();
         Ca { key, dir }
     }
 
@@ -465,7 +465,7 @@ async fn with_a_swarm_key_too_key_holders_without_a_valid_certificate_are_refuse
     let ca = Ca::new();
     let other_ca = Ca::new();
     let key_file = ca.dir.path().join("swarm.key");
-    let (_, text) = swarmnode::swarm_key::generate();
+    let (_, text) = swarmnode::security::swarm_key::generate();
     std::fs::write(&key_file, text).unwrap();
     let private = |ca: &Ca, name: &str| {
         let (key_path, cert_path) = ca.enrol(&ca.key, name, now() - 60, now() + HOUR);

@@ -21,9 +21,9 @@ use support::{
     wait_for_subscribers,
 };
 use swarmnode::{
-    envelope::Envelope,
     node::{EventKind, PublishRequest},
     time::now_unix_ms,
+    wire::envelope::Envelope,
 };
 
 fn publish_request(text: String) -> PublishRequest {

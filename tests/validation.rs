@@ -12,9 +12,9 @@ use libp2p::{
 };
 use support::{TestNode, eventually};
 use swarmnode::{
-    envelope::Envelope,
     node::{EventKind, message_id},
     time::now_unix_ms,
+    wire::envelope::Envelope,
 };
 use tokio::sync::mpsc;
 

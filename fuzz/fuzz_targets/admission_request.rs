@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use swarmnode::{admission::AdmissionRequest, membership::Certificate};
+use swarmnode::{security::certificate::Certificate, wire::admission::AdmissionRequest};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = cbor4ii::serde::from_slice::<AdmissionRequest>(data) {

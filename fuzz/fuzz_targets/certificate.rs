@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use swarmnode::membership::Certificate;
+use swarmnode::security::certificate::Certificate;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(certificate) = Certificate::decode(data) {

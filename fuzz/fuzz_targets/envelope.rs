@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use swarmnode::envelope::Envelope;
+use swarmnode::wire::envelope::Envelope;
 
 const LIMIT: usize = 1 << 20;
 

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use swarmnode::batch::decode_message;
+use swarmnode::wire::batch::decode_message;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_message(data, 1 << 20);

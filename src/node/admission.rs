@@ -17,13 +17,14 @@ use libp2p::{
 use super::{
     EventLoop,
     behaviour::{GRAYLIST_THRESHOLD, UNADMITTED_SCORE},
-    handle::{EventKind, RefusedBy},
+    event::{EventKind, RefusedBy},
 };
 use crate::{
-    admission::{ADMISSION_PROTOCOL, ADMISSION_VERSION, AdmissionRequest, AdmissionResponse, Admissions, Member},
-    membership::{CLOCK_SKEW, Certificate},
     metrics::ReasonLabel,
+    policy::admission::{Admissions, Member},
+    security::certificate::{CLOCK_SKEW, Certificate},
     time::now_unix_ms,
+    wire::admission::{ADMISSION_PROTOCOL, ADMISSION_VERSION, AdmissionRequest, AdmissionResponse},
 };
 
 /// What a node with a CA knows about membership.

@@ -27,9 +27,9 @@ use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse, MAX_ADMISSION_MESSAGE},
     config::NodeConfig,
-    leave::{LEAVE_PROTOCOL, LeaveAck, LeaveNotice, MAX_LEAVE_MESSAGE},
+    wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse, MAX_ADMISSION_MESSAGE},
+    wire::leave::{LEAVE_PROTOCOL, LeaveAck, LeaveNotice, MAX_LEAVE_MESSAGE},
 };
 
 /// What identify reports as our protocol family; informational only.

@@ -17,17 +17,19 @@ use tokio::sync::oneshot;
 use super::{
     EventLoop,
     behaviour::{MAX_CONNECTIONS_PER_PEER, agent_version, protocols},
-    handle::{
-        BootstrapStatus, Command, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PublishError,
-        PublishRequest, Published, TopicInfo,
-    },
+    error::PublishError,
+    handle::Command,
     swarm_events,
+    views::{
+        BootstrapStatus, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PublishRequest, Published,
+        TopicInfo,
+    },
 };
 use crate::{
-    batch::Flush,
     config::{bare_peer_id, check_topic},
-    envelope::{DEFAULT_CONTENT_TYPE, Envelope},
+    policy::publish::Flush,
     time::now_unix_ms,
+    wire::envelope::{DEFAULT_CONTENT_TYPE, Envelope},
 };
 
 /// A publish waiting for its gossip message to go out.

@@ -7,10 +7,12 @@
 mod admission;
 mod behaviour;
 mod commands;
-mod discovery;
+mod error;
+mod event;
 mod handle;
 mod swarm_events;
 mod transport;
+mod views;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -35,32 +37,35 @@ use tokio::{
 };
 
 pub use behaviour::{agent_version, message_id};
-pub use handle::{
-    BootstrapStatus, ConnectionCounts, Diagnosis, Direction, DiscoverySource, Event, EventKind, InterfaceStatus,
-    MessageData, NodeHandle, NodeStatus, PeerInfo, PublishError, PublishRequest, Published, RefusedBy, TopicInfo,
-};
+pub use error::PublishError;
+pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
+pub use handle::NodeHandle;
 pub use transport::SecurityUpgrade;
+pub use views::{
+    BootstrapStatus, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PublishRequest, Published,
+    TopicInfo,
+};
 
 use self::{
     admission::Membership,
     behaviour::{Behaviour, LEAVE_TIMEOUT},
     commands::PendingPublish,
-    discovery::{BootstrapPeers, Discoveries},
     handle::Command,
 };
 use crate::{
-    admission::{Admissions, Bans},
-    batch::Batcher,
     config::NodeConfig,
-    dedup::RecentIds,
-    identity::{self, DataDirLock},
-    leave::LeaveNotice,
-    membership,
     metrics::Metrics,
-    peers::{Action, Decisions, PeerTable},
-    rate_limit::PeerRateLimiter,
-    swarm_key,
+    policy::admission::{Admissions, Bans},
+    policy::dedup::RecentIds,
+    policy::discovery::{BootstrapPeers, Discoveries},
+    policy::liveness::{Action, Decisions, PeerTable},
+    policy::publish::Batcher,
+    policy::rate_limit::PeerRateLimiter,
+    security::certificate,
+    security::identity::{self, DataDirLock},
+    security::swarm_key,
     time::now_unix_ms,
+    wire::leave::LeaveNotice,
 };
 
 /// Events buffered per subscriber before a slow one starts missing them (it is told how many it missed).
@@ -189,14 +194,14 @@ fn load_membership(config: &NodeConfig, peer_id: &PeerId) -> anyhow::Result<Opti
     let (Some(ca_path), Some(cert_path)) = (&config.ca_cert, &config.cert) else {
         return Ok(None);
     };
-    let ca = membership::load_ca_public_key(ca_path)?;
-    let certificate = membership::load_certificate(cert_path)?;
+    let ca = certificate::load_ca_public_key(ca_path)?;
+    let certificate = certificate::load_certificate(cert_path)?;
     let now = now_unix_ms() / 1000;
     certificate.verify(&ca, peer_id, now).with_context(|| {
         format!(
             "this node's certificate {} does not admit it (peer {peer_id}, CA {})",
             cert_path.display(),
-            membership::ca_id(&ca)
+            certificate::ca_id(&ca)
         )
     })?;
     let remaining = Duration::from_secs(certificate.not_after.saturating_sub(now));
@@ -206,7 +211,7 @@ fn load_membership(config: &NodeConfig, peer_id: &PeerId) -> anyhow::Result<Opti
             humantime::format_duration(remaining)
         );
     }
-    tracing::info!(ca = %membership::ca_id(&ca), name = ?certificate.name, "admission on: peers must show a certificate from this CA");
+    tracing::info!(ca = %certificate::ca_id(&ca), name = ?certificate.name, "admission on: peers must show a certificate from this CA");
     Ok(Some(Membership {
         ca,
         certificate: certificate.encode(),

@@ -21,14 +21,14 @@ use libp2p::{
 use super::{
     EventLoop, Identified,
     behaviour::BehaviourEvent,
-    handle::{Direction, DiscoverySource, EventKind, MessageData},
+    event::{Direction, DiscoverySource, EventKind, MessageData},
 };
 use crate::{
-    batch::decode_message,
-    envelope::Envelope,
-    leave::{LeaveAck, LeaveNotice},
     metrics::ReasonLabel,
     time::now_unix_ms,
+    wire::batch::decode_message,
+    wire::envelope::Envelope,
+    wire::leave::{LeaveAck, LeaveNotice},
 };
 
 impl EventLoop {

@@ -18,7 +18,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux,
 };
-use swarmnode::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse};
+use swarmnode::wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse};
 use tokio::sync::mpsc;
 
 use super::DEADLINE;

@@ -161,7 +161,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let mut body = json!({
                 "topic": topic,
                 "data": data,
-                "content_type": content_type.unwrap_or_else(|| crate::envelope::TEXT_CONTENT_TYPE.to_owned()),
+                "content_type": content_type.unwrap_or_else(|| crate::wire::envelope::TEXT_CONTENT_TYPE.to_owned()),
             });
             if let Some(id) = id {
                 body["id"] = json!(id);

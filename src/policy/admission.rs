@@ -1,66 +1,20 @@
 //! Who may be a member, decided without I/O:
-//! - the admission exchange `/swarmnode/admission/1.0.0`: right after connecting, each side sends its membership
-//!   certificate as a request and the other answers whether it admits the sender (CBOR, docs/protocol.md);
 //! - `Admissions`: peers waiting for a valid certificate (with their deadline and the routing addresses held back
 //!   until then), admitted members with the end of their certificate's validity, and refusals waiting for our answer
 //!   to reach the peer before it is banned;
 //! - `Bans`: peers refused for a while (a failed admission, a gossip score below the graylist), with their expiry.
 //!
 //! The event loop feeds them connections, certificates and `now`, and carries out the verdicts (disconnect, block,
-//! insert into Kademlia).
+//! insert into Kademlia). The bytes of the exchange are in `wire::admission`.
 
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
-use serde::{Deserialize, Serialize};
+use libp2p::{Multiaddr, PeerId};
 
-/// The protocol id. A peer that does not speak it cannot be admitted.
-pub const ADMISSION_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarmnode/admission/1.0.0");
-/// The only version of the request and response this build reads and writes.
-pub const ADMISSION_VERSION: u32 = 1;
-/// Largest request or response read from a peer: a certificate plus a few bytes.
-pub const MAX_ADMISSION_MESSAGE: u64 = 4096;
-/// How long a peer whose certificate we refused stays connected after our answer. Closing at once would reset the
-/// socket (it still holds the peer's unread bytes), and the reset discards the answer in flight.
-pub const REFUSAL_LINGER: Duration = Duration::from_millis(500);
-
-/// "Here is my certificate." Sent once per connection, by both sides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdmissionRequest {
-    pub v: u32,
-    #[serde(with = "serde_bytes")]
-    pub certificate: Vec<u8>,
-}
-
-/// "I admit you" or "I do not, because …". Unknown keys are ignored, so a later version may add some.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdmissionResponse {
-    pub v: u32,
-    pub admitted: bool,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-impl AdmissionResponse {
-    pub fn admitted() -> Self {
-        AdmissionResponse {
-            v: ADMISSION_VERSION,
-            admitted: true,
-            reason: None,
-        }
-    }
-
-    pub fn refused(reason: String) -> Self {
-        AdmissionResponse {
-            v: ADMISSION_VERSION,
-            admitted: false,
-            reason: Some(reason),
-        }
-    }
-}
+use crate::wire::admission::REFUSAL_LINGER;
 
 /// An admitted peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +234,6 @@ impl Bans {
         over
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,28 +392,5 @@ mod tests {
         assert!(bans.expire(start + minute).is_empty());
         assert_eq!(bans.expire(start + minute * 3 / 2), vec![peer]);
         assert_eq!(bans.reason(&peer), None);
-    }
-
-    #[test]
-    fn the_wire_forms_are_the_documented_cbor() {
-        let request = AdmissionRequest {
-            v: 1,
-            certificate: vec![1, 2],
-        };
-        let bytes = cbor4ii::serde::to_vec(Vec::new(), &request).unwrap();
-        // {"v": 1, "certificate": h'0102'}
-        assert_eq!(
-            hex::encode(&bytes),
-            "a26176016b636572746966696361746542".to_owned() + "0102"
-        );
-        let response: AdmissionResponse =
-            cbor4ii::serde::from_slice(&cbor4ii::serde::to_vec(Vec::new(), &AdmissionResponse::admitted()).unwrap())
-                .unwrap();
-        assert!(response.admitted);
-        // A later version's extra key is ignored.
-        let extended = hex::decode("a36176016861646d6974746564f465657874726101").unwrap();
-        let response: AdmissionResponse = cbor4ii::serde::from_slice(&extended).unwrap();
-        assert!(!response.admitted);
-        assert_eq!(response.reason, None);
     }
 }

@@ -11,7 +11,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 
-use super::handle::DiscoverySource;
+use crate::node::DiscoverySource;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);

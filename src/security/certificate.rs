@@ -16,7 +16,7 @@ use libp2p::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{envelope::decode_cbor, identity};
+use crate::{security::identity, wire::cbor::decode_cbor};
 
 /// The only certificate version this build reads and writes.
 pub const CERTIFICATE_VERSION: u32 = 1;

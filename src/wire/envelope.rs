@@ -8,9 +8,10 @@
 //! Decoding trusts nothing: the version, every field's type and size, and the absence of unknown fields or trailing
 //! bytes are all checked, and every failure is a typed error that the caller counts and reports — never a panic.
 
-use cbor4ii::core::dec::{Read, Reference};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
+
+use super::cbor::{CborError, decode_cbor};
 
 /// The only envelope version this build reads and writes.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -58,6 +59,15 @@ pub enum EnvelopeError {
     InvalidOrigin,
     #[error("content type must be 1 to {MAX_CONTENT_TYPE_LEN} bytes of printable ASCII")]
     InvalidContentType,
+}
+
+impl From<CborError> for EnvelopeError {
+    fn from(error: CborError) -> Self {
+        match error {
+            CborError::Malformed(detail) => EnvelopeError::Malformed(detail),
+            CborError::TrailingBytes(count) => EnvelopeError::TrailingBytes(count),
+        }
+    }
 }
 
 impl EnvelopeError {
@@ -154,21 +164,6 @@ impl Envelope {
             payload: wire.payload.to_vec(),
         })
     }
-}
-
-/// Decodes exactly one CBOR item of shape `T` from `bytes`: `Malformed` if it is not one, `TrailingBytes` if
-/// anything follows it.
-pub(crate) fn decode_cbor<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, EnvelopeError> {
-    let mut decoder = cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
-    let value = T::deserialize(&mut decoder).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-    let trailing = match decoder.into_inner().fill(bytes.len()) {
-        Ok(Reference::Long(rest)) | Ok(Reference::Short(rest)) => rest.len(),
-        Err(never) => match never {},
-    };
-    if trailing > 0 {
-        return Err(EnvelopeError::TrailingBytes(trailing));
-    }
-    Ok(value)
 }
 
 /// 16 random bytes as 32 lowercase hex digits.

@@ -1,0 +1,339 @@
+//! `swarmnode run`: the flags become a `NodeConfig` (with the allow and deny peer-list files), the node and its API
+//! start, every event is printed as a JSON line on stdout, `--stdin` lines are published, and SIGINT/SIGTERM stop the
+//! node gracefully (within `SHUTDOWN_GRACE`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use libp2p::PeerId;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    signal::unix::{Signal, SignalKind, signal},
+    sync::broadcast,
+};
+
+use super::RunArgs;
+use crate::{
+    api::{self, ApiConfig},
+    config::{self, NodeConfig},
+    node::{self, Event, NodeHandle, PublishRequest},
+    policy::liveness::LivenessPolicy,
+    time::now_unix_ms,
+    wire::envelope::TEXT_CONTENT_TYPE,
+};
+
+/// How long a graceful shutdown may take before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+impl RunArgs {
+    /// The node configuration these flags describe (validated when the node starts).
+    pub fn to_config(&self) -> anyhow::Result<NodeConfig> {
+        let mut config = NodeConfig::with_data_dir(self.location.data_dir()?);
+        config.key_path = self.location.key_path()?;
+        config.listen = self.listen.clone();
+        config.bootstrap = self.bootstrap.clone();
+        config.mdns = !self.no_mdns;
+        config.kad_protocol = self.kad_protocol.clone();
+        config.kad_refresh = self.kad_refresh;
+        config.security = self.security.0.clone();
+        config.topics = self.topic.clone();
+        config.max_message_size = self.max_message_size;
+        config.heartbeat = self.heartbeat;
+        config.max_peers = self.max_peers;
+        config.dial_timeout = self.dial_timeout;
+        config.swarm_key = self.swarm_key.clone();
+        config.max_pending_incoming = self.max_pending_incoming;
+        config.max_pending_outgoing = self.max_pending_outgoing;
+        config.dedup_window = self.dedup_window;
+        config.batch_window = self.batch_window.0;
+        config.ca_cert = self.ca_cert.clone();
+        config.cert = self.cert.clone();
+        config.admission_timeout = self.admission_timeout;
+        config.ban_duration = self.ban_duration;
+        config.allow_peers = peer_list(&self.allow_peer, self.allow_file.as_deref(), "--allow-file")?;
+        config.deny_peers = peer_list(&self.deny_peer, self.deny_file.as_deref(), "--deny-file")?.unwrap_or_default();
+        config.gossip_ip_colocation_threshold = self.gossip_ip_colocation_threshold;
+        config.max_topics = self.max_topics;
+        config.peer_message_rate = self.peer_message_rate;
+        config.liveness = LivenessPolicy {
+            peer_timeout: self.peer_timeout,
+            reconnect_attempts: self.reconnect_attempts,
+            reconnect_backoff: self.reconnect_backoff,
+            reconnect_backoff_max: self.reconnect_backoff_max,
+        };
+        Ok(config)
+    }
+}
+
+/// The peers of a list flag and its file together; `None` when neither was given.
+fn peer_list(flags: &[PeerId], file: Option<&std::path::Path>, file_flag: &str) -> anyhow::Result<Option<Vec<PeerId>>> {
+    let mut peers = flags.to_vec();
+    if let Some(file) = file {
+        let listed = config::load_peer_list(file).map_err(|e| anyhow::anyhow!("invalid {file_flag}: {e}"))?;
+        peers.extend(listed.into_iter().filter(|peer| !flags.contains(peer)));
+    }
+    Ok((!flags.is_empty() || file.is_some()).then_some(peers))
+}
+
+/// Runs the node these flags describe until SIGINT or SIGTERM.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let mut signals = ShutdownSignals::install()?;
+        let api_config = ApiConfig::from_flags(&args.api_listen, args.api_token_file.as_deref())?;
+        let mut node = node::spawn(config.clone()).await?;
+        let api = match &api_config {
+            Some(api_config) => {
+                let api = api::start(api_config, node.handle.clone(), config.max_message_size).await?;
+                // Before any event line, so a script reading stdout learns the API's address first.
+                // Key order as in every event line: ts, event, then the fields.
+                let address = serde_json::Value::String(format!("http://{}", api.address));
+                println!(
+                    r#"{{"ts":{},"event":"api_listening","address":{address}}}"#,
+                    now_unix_ms()
+                );
+                Some(api)
+            }
+            None => None,
+        };
+        // The printer takes the receiver that has every event since start (the listen addresses first).
+        let events = std::mem::replace(&mut node.events, node.handle.subscribe_events());
+        tokio::spawn(print_events(events));
+        if args.stdin {
+            tokio::spawn(publish_stdin_lines(node.handle.clone(), config.topics[0].clone()));
+        }
+        tokio::select! {
+            () = signals.recv() => tracing::info!("shutting down"),
+            () = node.stopped() => anyhow::bail!("the node stopped unexpectedly"),
+        }
+        if let Some(api) = api {
+            api.stop();
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, node.shutdown()).await.is_err() {
+            tracing::warn!("shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
+        Ok(())
+    })?;
+    // Blocking stdin reads cannot be cancelled; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, caught from before the node starts: a signal that arrived between the first event line and
+/// the first poll of a lazily registered handler would otherwise kill the process without a graceful shutdown.
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Writes each event as one JSON line on stdout. A reader that falls behind is told how many events it missed.
+async fn print_events(mut events: broadcast::Receiver<Event>) {
+    let mut stdout = tokio::io::stdout();
+    loop {
+        let line = match events.recv().await {
+            Ok(event) => serde_json::to_string(&event),
+            Err(broadcast::error::RecvError::Lagged(skipped)) => Ok(serde_json::json!({
+                "event": "lagged", "ts": now_unix_ms(), "skipped": skipped
+            })
+            .to_string()),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!("cannot render event as JSON: {e}");
+                continue;
+            }
+        };
+        let written = async {
+            stdout.write_all(line.as_bytes()).await?;
+            stdout.write_all(b"\n").await?;
+            stdout.flush().await
+        };
+        if let Err(e) = written.await {
+            tracing::warn!("stdout closed ({e}); no more events will be printed");
+            return;
+        }
+    }
+}
+
+/// The chat demo: every non-empty stdin line is published as text on `topic`.
+async fn publish_stdin_lines(handle: NodeHandle, topic: String) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) if line.trim().is_empty() => {}
+            Ok(Some(line)) => {
+                let request = PublishRequest {
+                    topic: topic.clone(),
+                    payload: line.into(),
+                    content_type: Some(TEXT_CONTENT_TYPE.to_owned()),
+                    id: None,
+                };
+                match handle.publish(request).await {
+                    Ok(published) => tracing::info!(id = %published.id, "published"),
+                    Err(e) => tracing::warn!("not published: {e}"),
+                }
+            }
+            Ok(None) => {
+                tracing::info!("end of stdin; the node keeps running");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("cannot read stdin: {e}");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use std::path::PathBuf;
+
+    use crate::{
+        cli::{Cli, Command},
+        config::SecurityProtocol,
+    };
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["swarmnode", "run"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Run(args) => *args,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_fill_the_config_and_defaults_match_node_defaults() {
+        let defaults = run_args(&["--data-dir", "/d"]).to_config().unwrap();
+        let expected = NodeConfig::with_data_dir(PathBuf::from("/d"));
+        assert_eq!(defaults.listen, expected.listen);
+        assert_eq!(defaults.kad_protocol, expected.kad_protocol);
+        assert_eq!(defaults.kad_refresh, expected.kad_refresh);
+        assert_eq!(defaults.security, expected.security);
+        assert_eq!(defaults.topics, expected.topics);
+        assert_eq!(defaults.max_message_size, expected.max_message_size);
+        assert_eq!(defaults.heartbeat, expected.heartbeat);
+        assert_eq!(defaults.max_peers, expected.max_peers);
+        assert_eq!(defaults.max_pending_incoming, expected.max_pending_incoming);
+        assert_eq!(defaults.max_pending_outgoing, expected.max_pending_outgoing);
+        assert_eq!(defaults.dedup_window, expected.dedup_window);
+        assert_eq!(defaults.batch_window, expected.batch_window);
+        assert_eq!(defaults.dial_timeout, expected.dial_timeout);
+        assert_eq!(defaults.liveness, expected.liveness);
+        assert_eq!(defaults.admission_timeout, expected.admission_timeout);
+        assert_eq!(defaults.ban_duration, expected.ban_duration);
+        assert_eq!(defaults.allow_peers, None);
+        assert_eq!(defaults.deny_peers, expected.deny_peers);
+        assert_eq!(
+            defaults.gossip_ip_colocation_threshold,
+            expected.gossip_ip_colocation_threshold
+        );
+        assert_eq!(defaults.max_topics, expected.max_topics);
+        assert_eq!(defaults.peer_message_rate, expected.peer_message_rate);
+        assert_eq!(defaults.key_path, PathBuf::from("/d/identity.key"));
+        assert!(defaults.mdns);
+
+        let config = run_args(&[
+            "--data-dir",
+            "/d",
+            "--key",
+            "/k",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/1,/dns4/boot/tcp/4100",
+            "--no-mdns",
+            "--security",
+            "noise",
+            "--topic",
+            "a",
+            "--topic",
+            "b",
+            "--max-message-size",
+            "64KiB",
+            "--heartbeat",
+            "500ms",
+            "--kad-protocol",
+            "/ipfs/kad/1.0.0",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(config.key_path, PathBuf::from("/k"));
+        assert_eq!(config.bootstrap.len(), 2);
+        assert!(!config.mdns);
+        assert_eq!(config.security, vec![SecurityProtocol::Noise]);
+        assert_eq!(config.topics, vec!["a", "b"]);
+        assert_eq!(config.max_message_size, 64 << 10);
+        assert_eq!(config.heartbeat, Duration::from_millis(500));
+        assert_eq!(config.kad_protocol.as_ref(), "/ipfs/kad/1.0.0");
+    }
+
+    #[test]
+    fn allow_and_deny_lists_join_flags_and_files_and_bad_files_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let file = dir.path().join("allow.txt");
+        std::fs::write(&file, format!("# members\n{b}\n{a}  # again\n")).unwrap();
+        let file = file.to_str().unwrap().to_owned();
+        let config = run_args(&[
+            "--data-dir",
+            "/d",
+            "--allow-peer",
+            &a.to_string(),
+            "--allow-file",
+            &file,
+            "--deny-peer",
+            &c.to_string(),
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(config.allow_peers, Some(vec![a, b]));
+        assert_eq!(config.deny_peers, vec![c]);
+
+        let bad = dir.path().join("deny.txt");
+        std::fs::write(&bad, format!("{a}\nnobody\n")).unwrap();
+        let error = run_args(&["--data-dir", "/d", "--deny-file", bad.to_str().unwrap()])
+            .to_config()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--deny-file") && error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused_with_the_reason() {
+        for (flag, value, expected) in [
+            ("--heartbeat", "soon", "examples"),
+            ("--security", "ssl", "unknown security protocol"),
+            ("--max-message-size", "big", "not a size"),
+            ("--kad-protocol", "kad", "starts with '/'"),
+            ("--listen", "not-an-address", "invalid value"),
+        ] {
+            let err = Cli::try_parse_from(["swarmnode", "run", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{flag} {value}: {err}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! What the node reports: `Event` (a timestamped `EventKind`) on the broadcast channel, which the stdout printer,
+//! the SSE stream and tests consume, and its JSON form (peer ids and addresses as text, payloads as text or base64).
+
+use base64::Engine;
+use bytes::Bytes;
+use libp2p::{Multiaddr, PeerId};
+use serde::{Serialize, Serializer, ser::SerializeMap};
+
+use crate::{policy::liveness::PeerState, time::now_unix_ms};
+
+/// Something that happened on the node, stamped with when it happened (unix ms).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub ts: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl Event {
+    pub fn now(kind: EventKind) -> Self {
+        Event {
+            ts: now_unix_ms(),
+            kind,
+        }
+    }
+}
+
+/// How a peer came to our attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoverySource {
+    Mdns,
+    Kademlia,
+    Identify,
+    Bootstrap,
+}
+
+/// Which side opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// The events of `swarmnode run`'s stdout, one JSON object per line, tagged by `"event"`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The node accepts connections on `address`.
+    Listening {
+        #[serde(serialize_with = "display")]
+        address: Multiaddr,
+    },
+    /// A peer and its addresses became known through `source`.
+    Discovered {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        source: DiscoverySource,
+        #[serde(serialize_with = "display_all")]
+        addresses: Vec<Multiaddr>,
+    },
+    /// The first connection to `peer` is up.
+    Connected {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        #[serde(serialize_with = "display")]
+        address: Multiaddr,
+        direction: Direction,
+    },
+    /// A connection was refused before it was up (a connection limit, the allow or deny list, a ban); `peer` and
+    /// `address` are null when not known yet.
+    ConnectionRefused {
+        direction: Direction,
+        #[serde(serialize_with = "display_option")]
+        peer: Option<PeerId>,
+        #[serde(serialize_with = "display_option")]
+        address: Option<Multiaddr>,
+        reason: String,
+    },
+    /// The last connection to `peer` closed.
+    Disconnected {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        cause: String,
+    },
+    /// `peer` joined `topic`.
+    Subscribed {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        topic: String,
+    },
+    /// A valid envelope arrived on `topic` (delivered once per message id).
+    Message {
+        topic: String,
+        #[serde(serialize_with = "display")]
+        from: PeerId,
+        id: String,
+        content_type: String,
+        sent_at: u64,
+        #[serde(flatten)]
+        data: MessageData,
+    },
+    /// The liveness policy moved `peer` from one state to another.
+    PeerState {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        from: PeerState,
+        to: PeerState,
+        reason: &'static str,
+        /// The reconnect attempt (0 outside reconnecting).
+        attempt: u32,
+        /// Milliseconds until the next redial, when one is scheduled.
+        next_retry_ms: Option<u64>,
+    },
+    /// A ping to `peer` came back after `rtt_ms`.
+    Ping {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        rtt_ms: f64,
+    },
+    /// `peer` showed a valid membership certificate (named `name`, valid until `valid_until`, unix seconds).
+    PeerAdmitted {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        name: Option<String>,
+        valid_until: u64,
+    },
+    /// Admission failed between us and `peer`: `by` says who refused whom (`us`: its certificate; `peer`: ours).
+    PeerRefused {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        by: RefusedBy,
+        reason: String,
+    },
+    /// `peer` is disconnected and may not connect for `duration_ms` (a failed admission, a graylisted score).
+    PeerBanned {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        reason: String,
+        duration_ms: u64,
+    },
+}
+
+/// Which side of an admission refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusedBy {
+    Us,
+    Peer,
+}
+
+impl EventKind {
+    /// Every event name, as the `"event"` field and the API's `?types=` filter spell them (`lagged` is the stream's
+    /// own notice that a reader fell behind).
+    pub const NAMES: [&'static str; 13] = [
+        "listening",
+        "discovered",
+        "connected",
+        "connection_refused",
+        "disconnected",
+        "subscribed",
+        "message",
+        "peer_state",
+        "ping",
+        "peer_admitted",
+        "peer_refused",
+        "peer_banned",
+        "lagged",
+    ];
+
+    /// This event's name (its `"event"` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Listening { .. } => "listening",
+            EventKind::Discovered { .. } => "discovered",
+            EventKind::Connected { .. } => "connected",
+            EventKind::ConnectionRefused { .. } => "connection_refused",
+            EventKind::Disconnected { .. } => "disconnected",
+            EventKind::Subscribed { .. } => "subscribed",
+            EventKind::Message { .. } => "message",
+            EventKind::PeerState { .. } => "peer_state",
+            EventKind::Ping { .. } => "ping",
+            EventKind::PeerAdmitted { .. } => "peer_admitted",
+            EventKind::PeerRefused { .. } => "peer_refused",
+            EventKind::PeerBanned { .. } => "peer_banned",
+        }
+    }
+
+    /// The topic the event is about, for events that have one.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            EventKind::Message { topic, .. } | EventKind::Subscribed { topic, .. } => Some(topic),
+            _ => None,
+        }
+    }
+}
+
+/// A message's payload. In JSON it is `"data"`: the text itself when the bytes are valid UTF-8, else base64 with
+/// `"encoding": "base64"` beside it, so consumers never guess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageData(pub Bytes);
+
+impl Serialize for MessageData {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("data", text)?;
+                map.end()
+            }
+            Err(_) => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("data", &base64::engine::general_purpose::STANDARD.encode(&self.0))?;
+                map.serialize_entry("encoding", "base64")?;
+                map.end()
+            }
+        }
+    }
+}
+
+pub(crate) fn display<T: std::fmt::Display, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+pub(crate) fn display_option<T: std::fmt::Display, S: Serializer>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_none(),
+    }
+}
+
+pub(crate) fn display_all<T: std::fmt::Display, S: Serializer>(values: &[T], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(values.iter().map(ToString::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(kind: EventKind) -> serde_json::Value {
+        serde_json::to_value(Event { ts: 7, kind }).unwrap()
+    }
+
+    #[test]
+    fn text_payloads_are_plain_json_strings() {
+        let peer = PeerId::random();
+        let value = json(EventKind::Message {
+            topic: "t".into(),
+            from: peer,
+            id: "abc".into(),
+            content_type: "text/plain".into(),
+            sent_at: 5,
+            data: MessageData(Bytes::from_static(b"hello")),
+        });
+        assert_eq!(
+            value,
+            serde_json::json!({"ts": 7, "event": "message", "topic": "t", "from": peer.to_string(), "id": "abc",
+                "content_type": "text/plain", "sent_at": 5, "data": "hello"})
+        );
+    }
+
+    #[test]
+    fn binary_payloads_are_base64_and_say_so() {
+        let value = json(EventKind::Message {
+            topic: "t".into(),
+            from: PeerId::random(),
+            id: "abc".into(),
+            content_type: "application/octet-stream".into(),
+            sent_at: 5,
+            data: MessageData(Bytes::from_static(&[0xff, 0x00, 0xfe])),
+        });
+        assert_eq!(value["data"], "/wD+");
+        assert_eq!(value["encoding"], "base64");
+    }
+
+    #[test]
+    fn addresses_and_peers_render_as_text() {
+        let peer = PeerId::random();
+        let value = json(EventKind::Discovered {
+            peer,
+            source: DiscoverySource::Mdns,
+            addresses: vec!["/ip4/10.0.0.1/tcp/4100".parse().unwrap()],
+        });
+        assert_eq!(value["event"], "discovered");
+        assert_eq!(value["source"], "mdns");
+        assert_eq!(value["peer"], peer.to_string());
+        assert_eq!(value["addresses"][0], "/ip4/10.0.0.1/tcp/4100");
+    }
+
+    #[test]
+    fn event_names_are_the_serialized_tags() {
+        let peer = PeerId::random();
+        let address: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let kinds = [
+            EventKind::Listening {
+                address: address.clone(),
+            },
+            EventKind::Discovered {
+                peer,
+                source: DiscoverySource::Mdns,
+                addresses: vec![],
+            },
+            EventKind::Connected {
+                peer,
+                address: address.clone(),
+                direction: Direction::Inbound,
+            },
+            EventKind::ConnectionRefused {
+                direction: Direction::Inbound,
+                peer: None,
+                address: None,
+                reason: "full".into(),
+            },
+            EventKind::Disconnected {
+                peer,
+                cause: "closed".into(),
+            },
+            EventKind::Subscribed {
+                peer,
+                topic: "t".into(),
+            },
+            EventKind::Message {
+                topic: "t".into(),
+                from: peer,
+                id: "i".into(),
+                content_type: "text/plain".into(),
+                sent_at: 1,
+                data: MessageData(Bytes::new()),
+            },
+            EventKind::PeerState {
+                peer,
+                from: PeerState::New,
+                to: PeerState::Active,
+                reason: "connected",
+                attempt: 0,
+                next_retry_ms: None,
+            },
+            EventKind::Ping { peer, rtt_ms: 1.0 },
+            EventKind::PeerAdmitted {
+                peer,
+                name: None,
+                valid_until: 1,
+            },
+            EventKind::PeerRefused {
+                peer,
+                by: RefusedBy::Us,
+                reason: "expired".into(),
+            },
+            EventKind::PeerBanned {
+                peer,
+                reason: "gossip score".into(),
+                duration_ms: 1,
+            },
+        ];
+        for kind in kinds {
+            let name = kind.name();
+            assert_eq!(json(kind)["event"], name);
+            assert!(EventKind::NAMES.contains(&name));
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The read-only views of a node that the CLI and the API show (status, peers, topics, diagnosis), and the publish
+//! request and result. Serialised as the API's JSON.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+
+use super::event::{Direction, DiscoverySource, display, display_all, display_option};
+use crate::policy::liveness::PeerState;
+
+/// A publish request: what the caller controls about the envelope.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub topic: String,
+    pub payload: Bytes,
+    /// `None` means `application/octet-stream`.
+    pub content_type: Option<String>,
+    /// The envelope id; `None` means a random one.
+    pub id: Option<String>,
+}
+
+/// What a successful publish produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    /// The envelope id receivers see.
+    pub id: String,
+    /// The gossipsub message id (hex of SHA-256 of the envelope bytes).
+    pub message_id: String,
+    /// Connected peers subscribed to the topic when it was sent (gossipsub floods our own messages to all of them).
+    pub recipients: usize,
+    /// True when the caller's id was already published within the dedup window: this is that first result, and
+    /// nothing was sent again.
+    pub duplicate: bool,
+}
+
+/// What the node looks like right now.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    #[serde(serialize_with = "display")]
+    pub peer_id: PeerId,
+    pub agent: String,
+    #[serde(serialize_with = "display_all")]
+    pub listen_addresses: Vec<Multiaddr>,
+    /// Addresses other peers reported seeing us at (identify), confirmed or not.
+    #[serde(serialize_with = "display_all")]
+    pub external_addresses: Vec<Multiaddr>,
+    /// The protocols this node speaks.
+    pub protocols: Vec<String>,
+    pub uptime_ms: u64,
+    #[serde(serialize_with = "display_all")]
+    pub connected_peers: Vec<PeerId>,
+    /// Peers in the Kademlia routing table.
+    #[serde(serialize_with = "display_all")]
+    pub routing_table: Vec<PeerId>,
+    /// Our topics and, for each, the peers known to be subscribed.
+    pub topics: BTreeMap<String, usize>,
+    /// Envelopes rejected in validation since start, by reason.
+    pub rejected_messages: BTreeMap<&'static str, u64>,
+    /// Envelopes dropped since start because their publisher's id was already delivered within the dedup window.
+    pub duplicate_ids: u64,
+}
+
+/// One row of the peer table, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    #[serde(serialize_with = "display")]
+    pub peer: PeerId,
+    pub state: PeerState,
+    #[serde(serialize_with = "display_all")]
+    pub addresses: Vec<Multiaddr>,
+    /// Who opened the first current connection; null when not connected.
+    pub direction: Option<Direction>,
+    pub rtt_ms: Option<f64>,
+    pub smoothed_rtt_ms: Option<f64>,
+    /// When we last heard from the peer (unix ms).
+    pub last_seen: u64,
+    /// The reconnect attempt (0 outside reconnecting) and the time to the next redial.
+    pub attempt: u32,
+    pub next_retry_ms: Option<u64>,
+    /// How the peer came to our attention, first source first.
+    pub sources: Vec<DiscoverySource>,
+    /// Why the peer was removed or left, while it is.
+    pub reason: Option<&'static str>,
+    pub bootstrap: bool,
+    /// With a CA: whether the peer showed a valid certificate (null without a CA).
+    pub admitted: Option<bool>,
+    /// The name in its certificate, when admitted with one.
+    pub member_name: Option<String>,
+    /// Its gossipsub score, while connected.
+    pub gossip_score: Option<f64>,
+    /// What it reported through identify, while connected: its agent (`swarmnode/0.1.0`, `py-libp2p/…`) and the
+    /// protocols it speaks.
+    pub agent_version: Option<String>,
+    pub protocols: Vec<String>,
+}
+
+/// One of our topics: the peers gossipsub keeps in its mesh for it, and every peer known to be subscribed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicInfo {
+    pub topic: String,
+    #[serde(serialize_with = "display_all")]
+    pub mesh_peers: Vec<PeerId>,
+    #[serde(serialize_with = "display_all")]
+    pub subscribed_peers: Vec<PeerId>,
+}
+
+/// What an operator needs when peers do not find each other.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    #[serde(serialize_with = "display_all")]
+    pub listen_addresses: Vec<Multiaddr>,
+    #[serde(serialize_with = "display_all")]
+    pub external_addresses: Vec<Multiaddr>,
+    pub mdns_enabled: bool,
+    /// This machine's network interfaces, and whether mDNS runs on each.
+    pub interfaces: Vec<InterfaceStatus>,
+    pub routing_table_size: usize,
+    /// Configured bootstrap addresses and whether each one's peer is connected now.
+    pub bootstrap: Vec<BootstrapStatus>,
+    /// Gossipsub mesh size per topic of ours.
+    pub mesh_sizes: BTreeMap<String, usize>,
+    pub connections: ConnectionCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub addresses: Vec<String>,
+    /// mDNS (when on) queries and answers on every non-loopback IPv4 address.
+    pub mdns: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootstrapStatus {
+    #[serde(serialize_with = "display")]
+    pub address: Multiaddr,
+    /// The peer id, when the address carried one or a connection taught it.
+    #[serde(serialize_with = "display_option")]
+    pub peer: Option<PeerId>,
+    pub connected: bool,
+}
+
+/// Connections now against the configured limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionCounts {
+    pub established_incoming: u32,
+    pub established_outgoing: u32,
+    pub pending_incoming: u32,
+    pub pending_outgoing: u32,
+    pub connected_peers: usize,
+    pub max_peers: u32,
+    pub max_pending_incoming: u32,
+    pub max_pending_outgoing: u32,
+    pub max_per_peer: u32,
+}
