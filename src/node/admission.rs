@@ -3,10 +3,10 @@
 //! out of the Kademlia routing table, and the peer table does not count it as active. Each side sends its certificate
 //! over `/swarmnode/admission/1.0.0`; a valid one admits the sender, anything else (or nothing within
 //! `--admission-timeout`) gets it disconnected and banned. Bans, also used for peers whose gossip score falls below
-//! the graylist, block the peer in the swarm until they expire. The decisions are in `crate::admission`; this file
+//! the graylist, block the peer in the swarm until they expire. The decisions are in `policy::admission`; this file
 //! carries them out.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::{
     Multiaddr, PeerId,
@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     metrics::ReasonLabel,
-    policy::admission::{Admissions, Member},
+    policy::admission::{Admissions, Member, below_graylist, check_certificate},
     security::certificate::{CLOCK_SKEW, Certificate},
     time::now_unix_ms,
     wire::admission::{ADMISSION_PROTOCOL, ADMISSION_VERSION, AdmissionRequest, AdmissionResponse},
@@ -34,9 +34,6 @@ pub(super) struct Membership {
     pub certificate: Vec<u8>,
     pub admissions: Admissions,
 }
-
-/// How often peers' gossip scores are compared with the graylist (a score report per connected peer).
-const SCORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 fn now_unix_seconds() -> u64 {
     now_unix_ms() / 1000
@@ -154,17 +151,7 @@ impl EventLoop {
         let Some(membership) = self.membership.as_ref() else {
             return Err(("no_ca", "this node runs without a CA".to_owned()));
         };
-        if request.v != ADMISSION_VERSION {
-            return Err((
-                "unsupported_version",
-                format!("admission version {} is not supported", request.v),
-            ));
-        }
-        let certificate = Certificate::decode(&request.certificate).map_err(|e| (e.reason(), e.to_string()))?;
-        certificate
-            .verify(&membership.ca, peer, now_unix_seconds())
-            .map_err(|e| (e.reason(), e.to_string()))?;
-        Ok(certificate)
+        check_certificate(&membership.ca, peer, request, now_unix_seconds())
     }
 
     fn admit(&mut self, peer: PeerId, certificate: Certificate) {
@@ -260,19 +247,16 @@ impl EventLoop {
                 self.refuse(peer, reason, detail);
             }
         }
-        if now < self.next_score_check {
+        if !self.graylist_checks.due(now) {
             return;
         }
-        self.next_score_check = now + SCORE_CHECK_INTERVAL;
-        let graylisted: Vec<(PeerId, f64)> = self
+        let scores: Vec<(PeerId, f64)> = self
             .swarm
             .connected_peers()
             .filter(|peer| self.is_member(peer))
-            .filter_map(|peer| {
-                let score = self.swarm.behaviour().gossipsub.peer_score(peer)?;
-                (score < GRAYLIST_THRESHOLD).then_some((*peer, score))
-            })
+            .filter_map(|peer| Some((*peer, self.swarm.behaviour().gossipsub.peer_score(peer)?)))
             .collect();
+        let graylisted = below_graylist(scores, GRAYLIST_THRESHOLD);
         for (peer, score) in graylisted {
             self.ban(
                 peer,

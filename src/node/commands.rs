@@ -27,9 +27,8 @@ use super::{
 };
 use crate::{
     config::{bare_peer_id, check_topic},
-    policy::publish::Flush,
+    policy::publish::{Flush, Prepared, Publish, PublishRefusal},
     time::now_unix_ms,
-    wire::envelope::{DEFAULT_CONTENT_TYPE, Envelope},
 };
 
 /// A publish waiting for its gossip message to go out.
@@ -86,78 +85,46 @@ impl EventLoop {
     }
 
     /// Publishes one envelope, or queues it for the current batch of its topic (`--batch-window`); the reply goes
-    /// out when the gossip message does. A caller-chosen id seen within the dedup window gets the first result back,
-    /// marked duplicate, and nothing is sent.
+    /// out when the gossip message does. What may go out, and a repeated caller id, are `Publisher`'s decisions.
     fn publish(&mut self, request: PublishRequest, reply: oneshot::Sender<Result<Published, PublishError>>) {
-        let (topic, bytes, pending) = match self.prepare(request, reply) {
-            Some(prepared) => prepared,
-            None => return,
+        let publish = Publish {
+            topic: &request.topic,
+            payload: &request.payload,
+            content_type: request.content_type.as_deref(),
+            id: request.id.as_deref(),
+        };
+        let local = *self.swarm.local_peer_id();
+        let outgoing = match self.publisher.prepare(local, &publish, now_unix_ms(), Instant::now()) {
+            Ok(Prepared::Send(outgoing)) => outgoing,
+            Ok(Prepared::Repeat(first)) => {
+                self.metrics.publish_repeats.inc();
+                let _ = reply.send(Ok(Published {
+                    duplicate: true,
+                    ..first
+                }));
+                return;
+            }
+            Err(refusal) => {
+                let _ = reply.send(Err(publish_error(refusal)));
+                return;
+            }
+        };
+        let pending = PendingPublish {
+            id: outgoing.id,
+            idempotent: outgoing.idempotent,
+            reply,
         };
         match &mut self.batcher {
             Some(batcher) => {
-                if let Some(full) = batcher.add(&topic, bytes, pending, Instant::now()) {
+                if let Some(full) = batcher.add(&outgoing.topic, outgoing.message, pending, Instant::now()) {
                     self.send(full);
                 }
             }
             None => self.send(Flush {
-                topic,
-                message: bytes,
+                topic: outgoing.topic,
+                message: outgoing.message,
                 entries: vec![pending],
             }),
-        }
-    }
-
-    /// Checks and encodes a publish; `None` when it has already been answered (refused, or a repeated id).
-    fn prepare(
-        &mut self,
-        request: PublishRequest,
-        reply: oneshot::Sender<Result<Published, PublishError>>,
-    ) -> Option<(String, Vec<u8>, PendingPublish)> {
-        if let Err(why) = check_topic(&request.topic) {
-            let _ = reply.send(Err(PublishError::InvalidTopic(why)));
-            return None;
-        }
-        if let Some(id) = &request.id
-            && let Some(first) = self.published_ids.get(id, Instant::now())
-        {
-            self.metrics.publish_repeats.inc();
-            let _ = reply.send(Ok(Published {
-                duplicate: true,
-                ..first.clone()
-            }));
-            return None;
-        }
-        let limit = self.config.max_payload_size();
-        if request.payload.len() > limit {
-            let size = request.payload.len();
-            let _ = reply.send(Err(PublishError::TooLarge { size, limit }));
-            return None;
-        }
-        let content_type = request.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE);
-        let mut envelope = Envelope::new(
-            *self.swarm.local_peer_id(),
-            content_type,
-            request.payload.to_vec(),
-            now_unix_ms(),
-        );
-        let idempotent = request.id.is_some();
-        if let Some(id) = request.id {
-            envelope.id = id;
-        }
-        match envelope.encode(self.config.max_message_size) {
-            Ok(bytes) => Some((
-                request.topic,
-                bytes,
-                PendingPublish {
-                    id: envelope.id,
-                    idempotent,
-                    reply,
-                },
-            )),
-            Err(e) => {
-                let _ = reply.send(Err(PublishError::InvalidEnvelope(e.to_string())));
-                None
-            }
         }
     }
 
@@ -187,8 +154,8 @@ impl EventLoop {
             if let Ok(published) = &result {
                 self.metrics.published.inc();
                 if pending.idempotent {
-                    self.published_ids
-                        .insert(published.id.clone(), published.clone(), Instant::now());
+                    self.publisher
+                        .remember(published.id.clone(), published.clone(), Instant::now());
                 }
             }
             let _ = pending.reply.send(result);
@@ -442,4 +409,13 @@ fn interfaces(mdns_enabled: bool) -> Vec<InterfaceStatus> {
         }
     }
     interfaces
+}
+
+/// A refused publish as the caller reads it.
+fn publish_error(refusal: PublishRefusal) -> PublishError {
+    match refusal {
+        PublishRefusal::InvalidTopic(why) => PublishError::InvalidTopic(why),
+        PublishRefusal::TooLarge { size, limit } => PublishError::TooLarge { size, limit },
+        PublishRefusal::InvalidEnvelope(why) => PublishError::InvalidEnvelope(why),
+    }
 }

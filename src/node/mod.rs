@@ -55,12 +55,11 @@ use self::{
 use crate::{
     config::NodeConfig,
     metrics::Metrics,
-    policy::admission::{Admissions, Bans},
-    policy::dedup::RecentIds,
+    policy::admission::{Admissions, Bans, GraylistChecks},
     policy::discovery::{BootstrapPeers, Discoveries},
+    policy::gossip::GossipGate,
     policy::liveness::{Action, Decisions, PeerTable},
-    policy::publish::Batcher,
-    policy::rate_limit::PeerRateLimiter,
+    policy::publish::{Batcher, Publisher},
     security::certificate,
     security::identity::{self, DataDirLock},
     security::swarm_key,
@@ -78,6 +77,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
 const DEDUP_CAPACITY: usize = 100_000;
 /// A node whose own certificate ends sooner than this says so at start.
 const CERTIFICATE_RENEWAL_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often members' gossip scores are compared with the graylist (a score report per connected peer).
+const GRAYLIST_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the loop asks the peer table and the bootstrap schedule what is due.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
@@ -144,15 +145,21 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let (commands_tx, commands) = mpsc::channel(COMMAND_BUFFER);
     let (events_tx, events) = broadcast::channel(EVENT_BUFFER);
     let dedup_window = config.dedup_window;
+    let max_message_size = config.max_message_size;
     let batcher = config
         .batch_window
         .map(|window| Batcher::new(window, config.max_message_size));
-    let rate_limiter = (config.peer_message_rate > 0).then(|| PeerRateLimiter::new(config.peer_message_rate));
+    let gossip_gate = GossipGate::new(
+        config.max_message_size,
+        config.peer_message_rate,
+        dedup_window,
+        DEDUP_CAPACITY,
+    );
     let event_loop = EventLoop {
         membership,
         bans: Bans::new(config.ban_duration),
-        rate_limiter,
-        next_score_check: Instant::now(),
+        gossip_gate,
+        graylist_checks: GraylistChecks::new(GRAYLIST_CHECK_INTERVAL),
         bootstrap: BootstrapPeers::new(&config.bootstrap, Instant::now()),
         peers: PeerTable::new(config.liveness, rand::random()),
         swarm,
@@ -167,8 +174,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         own_dials: HashSet::new(),
         directions: HashMap::new(),
         identified: HashMap::new(),
-        published_ids: RecentIds::new(dedup_window, DEDUP_CAPACITY),
-        delivered_ids: RecentIds::new(dedup_window, DEDUP_CAPACITY),
+        publisher: Publisher::new(max_message_size, dedup_window, DEDUP_CAPACITY),
         libp2p_metrics,
         metrics: metrics.clone(),
         batcher,
@@ -231,10 +237,10 @@ struct EventLoop {
     membership: Option<Membership>,
     /// Peers refused for a while.
     bans: Bans,
-    /// Gossip messages per second per peer, when limited.
-    rate_limiter: Option<PeerRateLimiter>,
+    /// The inbound gossip verdict and its state (rate limits, delivered ids).
+    gossip_gate: GossipGate,
     /// When to next look for members whose gossip score fell below the graylist.
-    next_score_check: Instant,
+    graylist_checks: GraylistChecks,
     swarm: Swarm<Behaviour>,
     config: NodeConfig,
     commands: mpsc::Receiver<Command>,
@@ -258,10 +264,8 @@ struct EventLoop {
     directions: HashMap<PeerId, Direction>,
     /// What each connected peer told identify about itself.
     identified: HashMap<PeerId, Identified>,
-    /// Caller-chosen ids we published within the dedup window, with the first result.
-    published_ids: RecentIds<String, Published>,
-    /// (origin, id) of every envelope delivered within the dedup window.
-    delivered_ids: RecentIds<(PeerId, String), ()>,
+    /// Publish checks, and the caller-chosen ids we published within the dedup window with their first result.
+    publisher: Publisher<Published>,
     /// libp2p's metrics of swarm and protocol events.
     libp2p_metrics: libp2p::metrics::Metrics,
     metrics: Metrics,

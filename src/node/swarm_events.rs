@@ -25,9 +25,8 @@ use super::{
 };
 use crate::{
     metrics::ReasonLabel,
+    policy::gossip::{IgnoreReason, InboundMessage, Verdict},
     time::now_unix_ms,
-    wire::batch::decode_message,
-    wire::envelope::Envelope,
     wire::leave::{LeaveAck, LeaveNotice},
 };
 
@@ -68,9 +67,7 @@ impl EventLoop {
                 if let Some(membership) = self.membership.as_mut() {
                     membership.admissions.disconnected(&peer_id);
                 }
-                if let Some(limiter) = self.rate_limiter.as_mut() {
-                    limiter.forget(&peer_id);
-                }
+                self.gossip_gate.forget(&peer_id);
                 // The policy's verdict first: whoever sees `disconnected` has already seen any redial it caused.
                 let decisions = self.peers.disconnected(peer_id, Instant::now());
                 self.apply(decisions);
@@ -315,60 +312,48 @@ impl EventLoop {
         }
     }
 
-    /// Every message is decoded (one envelope, or a batch of them) and reported to gossipsub as accepted (then
-    /// forwarded, and each envelope delivered), ignored (every id already delivered within the dedup window: dropped
-    /// quietly, not forwarded) or rejected (dropped, counted, and held against the peer that sent it).
+    /// The verdict on one gossip message (`policy::gossip`), reported to gossipsub: accepted (forwarded, and each
+    /// fresh envelope delivered), ignored (dropped quietly, not forwarded) or rejected (dropped, counted, and held
+    /// against the peer that sent it).
     fn on_gossip_message(&mut self, source: PeerId, message_id: &gossipsub::MessageId, message: gossipsub::Message) {
-        let now = Instant::now();
-        if !self.is_member(&source) {
-            // Gossipsub already drops what a graylisted peer sends; this holds even if its score were to recover.
-            self.reject(message_id, &source, "unadmitted", "the sending peer is not admitted");
-            return;
-        }
-        if let Some(limiter) = self.rate_limiter.as_mut()
-            && !limiter.allow(source, now)
-        {
-            // Dropped, not queued and not held against the peer's score: it may be relaying someone's burst.
-            self.report(message_id, &source, MessageAcceptance::Ignore);
-            self.count_rejection("rate_limited");
-            tracing::debug!(from = %source, "message over the peer's rate limit dropped");
-            return;
-        }
-        let verdict = match decode_message(&message.data, self.config.max_message_size) {
-            Ok(envelopes) if envelopes.iter().all(|e| Some(e.origin) == message.source) => Ok(envelopes),
-            Ok(_) => Err((
-                "origin_mismatch",
-                "envelope origin is not the signed publisher".to_owned(),
-            )),
-            Err(e) => Err((e.reason(), e.to_string())),
+        let inbound = InboundMessage {
+            source,
+            publisher: message.source,
+            data: &message.data,
         };
-        let envelopes = match verdict {
-            Ok(envelopes) => envelopes,
-            Err((reason, detail)) => {
+        let verdict = self
+            .gossip_gate
+            .judge(&inbound, self.is_member(&source), Instant::now());
+        let fresh = match verdict {
+            Verdict::Accept { fresh, repeats } => {
+                self.count_repeats(repeats);
+                self.report(message_id, &source, MessageAcceptance::Accept);
+                fresh
+            }
+            Verdict::Reject { reason, detail } => {
                 tracing::warn!(from = %source, publisher = ?message.source, reason, "rejected message: {detail}");
-                self.reject(message_id, &source, reason, &detail);
+                self.report(message_id, &source, MessageAcceptance::Reject);
+                self.count_rejection(reason);
+                return;
+            }
+            Verdict::Ignore {
+                reason: IgnoreReason::RateLimited,
+            } => {
+                // Dropped, not queued and not held against the peer's score: it may be relaying someone's burst.
+                tracing::debug!(from = %source, "message over the peer's rate limit dropped");
+                self.report(message_id, &source, MessageAcceptance::Ignore);
+                self.count_rejection("rate_limited");
+                return;
+            }
+            Verdict::Ignore {
+                reason: IgnoreReason::AllRepeats { repeats },
+            } => {
+                tracing::debug!(from = %source, repeats, "dropping a message whose ids were all delivered already");
+                self.count_repeats(repeats);
+                self.report(message_id, &source, MessageAcceptance::Ignore);
                 return;
             }
         };
-        let fresh: Vec<Envelope> = envelopes
-            .into_iter()
-            .filter(|envelope| {
-                let fresh = self
-                    .delivered_ids
-                    .insert((envelope.origin, envelope.id.clone()), (), now);
-                if !fresh {
-                    tracing::debug!(origin = %envelope.origin, id = %envelope.id, "dropping a republished id");
-                    self.metrics.duplicates.inc();
-                }
-                fresh
-            })
-            .collect();
-        let acceptance = if fresh.is_empty() {
-            MessageAcceptance::Ignore
-        } else {
-            MessageAcceptance::Accept
-        };
-        self.report(message_id, &source, acceptance);
         let topic = message.topic.into_string();
         for envelope in fresh {
             self.metrics.delivered.inc();
@@ -385,11 +370,8 @@ impl EventLoop {
         }
     }
 
-    /// Rejects a message: dropped, counted, and held against `source`'s gossip score.
-    fn reject(&mut self, message_id: &gossipsub::MessageId, source: &PeerId, reason: &'static str, detail: &str) {
-        tracing::debug!(from = %source, reason, "rejecting message: {detail}");
-        self.report(message_id, source, MessageAcceptance::Reject);
-        self.count_rejection(reason);
+    fn count_repeats(&mut self, repeats: usize) {
+        self.metrics.duplicates.inc_by(repeats as u64);
     }
 
     fn count_rejection(&mut self, reason: &'static str) {

@@ -12,9 +12,61 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId, identity::PublicKey};
 
-use crate::wire::admission::REFUSAL_LINGER;
+use crate::{
+    security::certificate::Certificate,
+    wire::admission::{ADMISSION_VERSION, AdmissionRequest, REFUSAL_LINGER},
+};
+
+/// Whether `request` carries a certificate from `ca` that admits `peer` at `now_unix` (seconds); on refusal, a
+/// metrics label and the reason to tell the peer.
+pub fn check_certificate(
+    ca: &PublicKey,
+    peer: &PeerId,
+    request: &AdmissionRequest,
+    now_unix: u64,
+) -> Result<Certificate, (&'static str, String)> {
+    if request.v != ADMISSION_VERSION {
+        return Err((
+            "unsupported_version",
+            format!("admission version {} is not supported", request.v),
+        ));
+    }
+    let certificate = Certificate::decode(&request.certificate).map_err(|e| (e.reason(), e.to_string()))?;
+    certificate
+        .verify(ca, peer, now_unix)
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    Ok(certificate)
+}
+
+/// The members whose gossip score is below `threshold`, with their score: to be banned.
+pub fn below_graylist(scores: impl IntoIterator<Item = (PeerId, f64)>, threshold: f64) -> Vec<(PeerId, f64)> {
+    scores.into_iter().filter(|(_, score)| *score < threshold).collect()
+}
+
+/// When the next comparison of members' scores with the graylist is due: at most once per `interval` (each
+/// comparison asks gossipsub for every connected peer's score).
+#[derive(Debug)]
+pub struct GraylistChecks {
+    interval: Duration,
+    next: Option<Instant>,
+}
+
+impl GraylistChecks {
+    pub fn new(interval: Duration) -> Self {
+        GraylistChecks { interval, next: None }
+    }
+
+    /// True when a check is due at `now` (the first call always is); the next one is then `interval` later.
+    pub fn due(&mut self, now: Instant) -> bool {
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        self.next = Some(now + self.interval);
+        true
+    }
+}
 
 /// An admitted peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +294,40 @@ mod tests {
 
     fn addr(port: u16) -> Multiaddr {
         format!("/ip4/10.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn a_certificate_admits_only_its_peer_from_our_ca_in_its_window() {
+        let ca = libp2p::identity::Keypair::generate_ed25519();
+        let peer = PeerId::random();
+        let now = 1_800_000_000;
+        let certificate = Certificate::issue(&ca, peer, Some("a1"), now, now + 3600).unwrap();
+        let request = |certificate: Vec<u8>, v| AdmissionRequest { v, certificate };
+        let check = |request: &AdmissionRequest, peer: &PeerId, at| check_certificate(&ca.public(), peer, request, at);
+        let good = request(certificate.encode(), ADMISSION_VERSION);
+        assert_eq!(check(&good, &peer, now).unwrap().name.as_deref(), Some("a1"));
+        let reason = |result: Result<Certificate, (&'static str, String)>| result.unwrap_err().0;
+        assert_eq!(reason(check(&good, &PeerId::random(), now)), "wrong_peer");
+        assert_eq!(reason(check(&good, &peer, now + 7200)), "expired");
+        assert_eq!(
+            reason(check(&request(certificate.encode(), 2), &peer, now)),
+            "unsupported_version"
+        );
+        assert_eq!(reason(check(&request(vec![1, 2, 3], 1), &peer, now)), "malformed");
+        let other_ca = libp2p::identity::Keypair::generate_ed25519();
+        let foreign = Certificate::issue(&other_ca, peer, None, now, now + 3600).unwrap();
+        assert_eq!(reason(check(&request(foreign.encode(), 1), &peer, now)), "wrong_ca");
+    }
+
+    #[test]
+    fn members_below_the_graylist_are_found_once_per_interval() {
+        let (low, high) = (PeerId::random(), PeerId::random());
+        assert_eq!(below_graylist([(low, -90.0), (high, 3.0)], -80.0), vec![(low, -90.0)]);
+        let mut checks = GraylistChecks::new(Duration::from_secs(1));
+        let now = Instant::now();
+        assert!(checks.due(now));
+        assert!(!checks.due(now + Duration::from_millis(999)));
+        assert!(checks.due(now + Duration::from_secs(1)));
     }
 
     fn member(valid_until: u64) -> Member {

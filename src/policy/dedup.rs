@@ -52,6 +52,15 @@ impl<K: Eq + Hash + Clone, V> RecentIds<K, V> {
         true
     }
 
+    /// Entries remembered now (some may be past the window until the next call that passes `now`).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     fn expire(&mut self, now: Instant) {
         while let Some((inserted, _)) = self.order.front() {
             if now.duration_since(*inserted) < self.window {

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod dedup;
 pub mod discovery;
+pub mod gossip;
 pub mod liveness;
 pub mod publish;
 pub mod rate_limit;

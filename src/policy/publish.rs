@@ -1,11 +1,125 @@
-//! Publishing decisions, pure: batching (`--batch-window`) — publishes to one topic within the window travel as one
-//! gossip message. One signed gossip message instead of many saves a signature, a verification and the per-message
-//! gossip overhead on every hop, which is where a busy publisher's throughput goes. The `Batcher` is told the time
-//! and says what to flush.
+//! Publishing decisions, pure:
+//! - `Publisher`: whether a publish may go out (topic, size, envelope) and as which bytes, and idempotency — a
+//!   caller-chosen id seen within `--dedup-window` gets its first result back and nothing is sent again;
+//! - `Batcher` (`--batch-window`): publishes to one topic within the window travel as one gossip message. One signed
+//!   gossip message instead of many saves a signature, a verification and the per-message gossip overhead on every
+//!   hop, which is where a busy publisher's throughput goes. It is told the time and says what to flush.
 
 use std::time::{Duration, Instant};
 
-use crate::wire::batch::{BATCH_HEADER, BATCH_PER_ENTRY, MAX_BATCH_ENTRIES, encode_batch};
+use libp2p::PeerId;
+
+use super::dedup::RecentIds;
+use crate::{
+    config::check_topic,
+    wire::{
+        batch::{BATCH_HEADER, BATCH_PER_ENTRY, MAX_BATCH_ENTRIES, encode_batch},
+        envelope::{DEFAULT_CONTENT_TYPE, ENVELOPE_OVERHEAD, Envelope},
+    },
+};
+
+/// What a caller asks to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    /// `None` means `application/octet-stream`.
+    pub content_type: Option<&'a str>,
+    /// The envelope id the caller chose; `None` means a random one.
+    pub id: Option<&'a str>,
+}
+
+/// Why a publish is refused before anything is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishRefusal {
+    InvalidTopic(String),
+    TooLarge { size: usize, limit: usize },
+    InvalidEnvelope(String),
+}
+
+/// A publish ready to go out: the encoded envelope for `topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: String,
+    pub message: Vec<u8>,
+    pub id: String,
+    /// The caller chose the id, so the result is to be remembered for repeats (`Publisher::remember`).
+    pub idempotent: bool,
+}
+
+/// What to do with a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared<R> {
+    Send(Outgoing),
+    /// The caller's id was published within the dedup window: this is the first result; send nothing.
+    Repeat(R),
+}
+
+/// Publish checks and the idempotency window; `R` is the result remembered per caller-chosen id.
+#[derive(Debug)]
+pub struct Publisher<R> {
+    max_message_size: usize,
+    published: RecentIds<String, R>,
+}
+
+impl<R: Clone> Publisher<R> {
+    /// `max_message_size` bounds the encoded envelope (`--max-message-size`); the payload may use all of it but
+    /// `ENVELOPE_OVERHEAD`. At most `capacity` ids are remembered, each for `window`.
+    pub fn new(max_message_size: usize, window: Duration, capacity: usize) -> Self {
+        Publisher {
+            max_message_size,
+            published: RecentIds::new(window, capacity),
+        }
+    }
+
+    /// Checks `publish` and encodes its envelope from `origin`, sent at `now_ms` (unix ms); a repeated caller id
+    /// answers with its first result instead.
+    pub fn prepare(
+        &mut self,
+        origin: PeerId,
+        publish: &Publish<'_>,
+        now_ms: u64,
+        now: Instant,
+    ) -> Result<Prepared<R>, PublishRefusal> {
+        check_topic(publish.topic).map_err(PublishRefusal::InvalidTopic)?;
+        if let Some(id) = publish.id
+            && let Some(first) = self.published.get(&id.to_owned(), now)
+        {
+            return Ok(Prepared::Repeat(first.clone()));
+        }
+        let limit = self.max_message_size.saturating_sub(ENVELOPE_OVERHEAD);
+        if publish.payload.len() > limit {
+            return Err(PublishRefusal::TooLarge {
+                size: publish.payload.len(),
+                limit,
+            });
+        }
+        let content_type = publish.content_type.unwrap_or(DEFAULT_CONTENT_TYPE);
+        let mut envelope = Envelope::new(origin, content_type, publish.payload.to_vec(), now_ms);
+        if let Some(id) = publish.id {
+            envelope.id = id.to_owned();
+        }
+        let message = envelope
+            .encode(self.max_message_size)
+            .map_err(|e| PublishRefusal::InvalidEnvelope(e.to_string()))?;
+        Ok(Prepared::Send(Outgoing {
+            topic: publish.topic.to_owned(),
+            message,
+            id: envelope.id,
+            idempotent: publish.id.is_some(),
+        }))
+    }
+
+    /// Remembers the result of a publish whose caller chose its id.
+    pub fn remember(&mut self, id: String, result: R, now: Instant) {
+        self.published.insert(id, result, now);
+    }
+
+    /// Caller ids remembered now.
+    pub fn remembered(&self) -> usize {
+        self.published.len()
+    }
+}
 
 /// Publishes waiting for their batch to go out: per topic, the encoded envelopes with each caller's context `R`.
 #[derive(Debug)]
@@ -109,6 +223,89 @@ mod tests {
 
     const LIMIT: usize = 1 << 20;
     const MS: Duration = Duration::from_millis(1);
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn publish<'a>(topic: &'a str, payload: &'a [u8], id: Option<&'a str>) -> Publish<'a> {
+        Publish {
+            topic,
+            payload,
+            content_type: None,
+            id,
+        }
+    }
+
+    #[test]
+    fn refusals_say_why_and_a_good_publish_is_one_encoded_envelope() {
+        let mut publisher: Publisher<u32> = Publisher::new(4096, WINDOW, 10);
+        let origin = PeerId::random();
+        let now = Instant::now();
+        let refusal =
+            |publisher: &mut Publisher<u32>, p: Publish<'_>| publisher.prepare(origin, &p, 1, now).unwrap_err();
+        assert!(matches!(
+            refusal(&mut publisher, publish("", b"x", None)),
+            PublishRefusal::InvalidTopic(_)
+        ));
+        assert!(matches!(
+            refusal(&mut publisher, publish("a\u{7}", b"x", None)),
+            PublishRefusal::InvalidTopic(_)
+        ));
+        let big = vec![0; 4096 - ENVELOPE_OVERHEAD + 1];
+        assert_eq!(
+            refusal(&mut publisher, publish("t", &big, None)),
+            PublishRefusal::TooLarge {
+                size: big.len(),
+                limit: 4096 - ENVELOPE_OVERHEAD
+            }
+        );
+        let long_id = "i".repeat(65);
+        assert!(matches!(
+            refusal(&mut publisher, publish("t", b"x", Some(&long_id))),
+            PublishRefusal::InvalidEnvelope(_)
+        ));
+        let Ok(Prepared::Send(outgoing)) = publisher.prepare(origin, &publish("t", b"hello", Some("my-id")), 7, now)
+        else {
+            panic!("a valid publish goes out");
+        };
+        let decoded = Envelope::decode(&outgoing.message, 4096).unwrap();
+        assert_eq!(
+            (decoded.id.as_str(), decoded.origin, decoded.sent_at_ms),
+            ("my-id", origin, 7)
+        );
+        assert_eq!(decoded.content_type, DEFAULT_CONTENT_TYPE);
+        assert!(outgoing.idempotent);
+    }
+
+    #[test]
+    fn a_remembered_id_is_answered_with_its_first_result_within_the_window() {
+        let mut publisher: Publisher<u32> = Publisher::new(4096, WINDOW, 10);
+        let origin = PeerId::random();
+        let now = Instant::now();
+        let again = publish("t", b"hello", Some("my-id"));
+        assert!(matches!(
+            publisher.prepare(origin, &again, 1, now),
+            Ok(Prepared::Send(_))
+        ));
+        publisher.remember("my-id".to_owned(), 42, now);
+        assert_eq!(publisher.remembered(), 1);
+        assert_eq!(publisher.prepare(origin, &again, 1, now + MS), Ok(Prepared::Repeat(42)));
+        assert!(
+            matches!(
+                publisher.prepare(origin, &again, 1, now + WINDOW),
+                Ok(Prepared::Send(_))
+            ),
+            "past the window the id is new again"
+        );
+        let random = publish("t", b"hello", None);
+        let Ok(Prepared::Send(first)) = publisher.prepare(origin, &random, 1, now) else {
+            panic!("sent");
+        };
+        assert!(!first.idempotent);
+        assert_eq!(
+            publisher.remembered(),
+            0,
+            "the expired id is forgotten and a random id is never remembered"
+        );
+    }
 
     fn envelope(id: &str) -> (Envelope, Vec<u8>) {
         let mut envelope = Envelope::new(PeerId::random(), "text/plain", id.as_bytes().to_vec(), 1);

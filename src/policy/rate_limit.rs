@@ -51,6 +51,15 @@ impl PeerRateLimiter {
     pub fn forget(&mut self, peer: &PeerId) {
         self.buckets.remove(peer);
     }
+
+    /// Peers with a bucket now.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
 }
 
 #[cfg(test)]
