@@ -139,6 +139,8 @@ mod tests {
         (envelope, bytes)
     }
 
+    type Case<'a> = (&'a str, &'a [u8], Option<PeerId>, bool, &'a str);
+
     fn gate(rate: u32) -> GossipGate {
         GossipGate::new(LIMIT, rate, WINDOW, 100)
     }
@@ -165,7 +167,8 @@ mod tests {
         let mut trailing = good.clone();
         trailing.push(0);
         let oversized = vec![0u8; LIMIT + 1];
-        let cases: [(&str, &[u8], Option<PeerId>, bool, &str); 8] = [
+        // (what, data, signed publisher, source admitted, expected verdict)
+        let cases: [Case<'_>; 8] = [
             ("a valid envelope", &good, Some(publisher), true, "accept"),
             (
                 "from an unadmitted peer",
