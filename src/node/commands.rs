@@ -10,7 +10,10 @@ use libp2p::{
     Multiaddr, PeerId,
     gossipsub::{self, IdentTopic, TopicHash},
     kad::{self, QueryId},
-    swarm::{DialError, dial_opts::DialOpts},
+    swarm::{
+        DialError,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use tokio::sync::oneshot;
 
@@ -27,9 +30,15 @@ use super::{
 };
 use crate::{
     config::{bare_peer_id, check_topic},
-    policy::publish::{Flush, Prepared, Publish, PublishRefusal},
+    policy::{
+        dials::LookupStep,
+        publish::{Flush, Prepared, Publish, PublishRefusal},
+    },
     time::now_unix_ms,
 };
+
+/// Answers a caller's dial: the connected peer, or why not.
+pub(super) type DialReply = oneshot::Sender<Result<PeerId, String>>;
 
 /// A publish waiting for its gossip message to go out.
 #[derive(Debug)]
@@ -179,7 +188,7 @@ impl EventLoop {
         self.swarm.behaviour_mut().join(topic, max_topics).map(|_| ())
     }
 
-    fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
+    fn dial(&mut self, address: Multiaddr, reply: DialReply) {
         if let Some(peer) = bare_peer_id(&address) {
             if self.swarm.is_connected(&peer) {
                 let _ = reply.send(Ok(peer));
@@ -187,68 +196,59 @@ impl EventLoop {
             }
             // Only an id: ask the DHT where the peer is, then dial what it says (`on_lookup_progress`).
             let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-            self.pending_lookups.insert(query, (peer, reply));
+            self.dials.lookup_started(query, peer, reply);
             return;
         }
         self.dial_for_caller(DialOpts::from(address), reply);
     }
 
-    /// Starts a dial whose outcome `reply` awaits: answered when the connection is up or has failed.
-    fn dial_for_caller(&mut self, opts: DialOpts, reply: oneshot::Sender<Result<PeerId, String>>) {
-        let connection = opts.connection_id();
-        match self.start_dial(opts) {
-            Ok(()) => {
-                self.pending_dials.insert(connection, reply);
-            }
-            Err(e) => {
+    /// Starts a dial whose outcome `reply` awaits: answered when the connection is up or has failed. A peer that
+    /// another dial is already reaching answers from that dial's outcome.
+    fn dial_for_caller(&mut self, opts: DialOpts, reply: DialReply) {
+        let peer = opts.get_peer_id();
+        match (self.start_dial(opts), peer) {
+            (Ok(connection), _) => self.dials.answer_with(connection, reply),
+            (Err(DialError::DialPeerConditionFalse(_)), Some(peer)) => self.dials.already_dialling(peer, reply),
+            (Err(e), _) => {
                 let _ = reply.send(Err(swarm_events::dial_error_text(&e)));
             }
         }
     }
 
-    /// A DHT lookup started by `dial` progressed: dial the peer once some step reports its addresses; fail the dial
-    /// when the lookup ends without them.
+    /// A DHT lookup progressed: `Dials` says whether one of our callers' dials can go ahead, is answered, or waits.
     pub(super) fn on_lookup_progress(&mut self, query: QueryId, peers: &[kad::PeerInfo], last: bool) {
-        let Some((wanted, _)) = self.pending_lookups.get(&query) else {
+        let Some(wanted) = self.dials.is_lookup(&query) else {
             return;
         };
-        let wanted = *wanted;
         let found = peers
             .iter()
             .find(|info| info.peer_id == wanted && !info.addrs.is_empty())
             .map(|info| info.addrs.clone());
-        if found.is_none() && !last {
+        let step = self
+            .dials
+            .lookup_progress(&query, found, last, self.swarm.is_connected(&wanted));
+        if matches!(step, LookupStep::Wait) {
             return;
         }
-        let Some((_, reply)) = self.pending_lookups.remove(&query) else {
-            return;
-        };
         if let Some(mut running) = self.swarm.behaviour_mut().kad.query_mut(&query) {
             running.finish();
         }
-        match found {
-            Some(_) if self.swarm.is_connected(&wanted) => {
-                let _ = reply.send(Ok(wanted));
+        match step {
+            LookupStep::Wait => {}
+            LookupStep::Connected { peer, reply } => {
+                let _ = reply.send(Ok(peer));
             }
-            Some(addresses) => {
-                let opts = DialOpts::peer_id(wanted).addresses(addresses).build();
-                let connection = opts.connection_id();
-                match self.start_dial(opts) {
-                    Ok(()) => {
-                        self.pending_dials.insert(connection, reply);
-                    }
-                    // The lookup itself is dialling the peer (it asks the closest peers, and the wanted one is
-                    // closest of all): its outcome answers the caller.
-                    Err(DialError::DialPeerConditionFalse(_)) => {
-                        self.awaiting_connection.entry(wanted).or_default().push(reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(swarm_events::dial_error_text(&e)));
-                    }
-                }
+            // The lookup itself may be dialling the peer (it asks the closest peers, and the wanted one is closest
+            // of all): then its outcome answers the caller.
+            LookupStep::Dial { peer, addresses, reply } => {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addresses)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                self.dial_for_caller(opts, reply);
             }
-            None => {
-                let _ = reply.send(Err(format!("peer {wanted} was not found in the DHT")));
+            LookupStep::NotFound { peer, reply } => {
+                let _ = reply.send(Err(format!("peer {peer} was not found in the DHT")));
             }
         }
     }

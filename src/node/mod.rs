@@ -32,7 +32,7 @@ use libp2p::{
 };
 use prometheus_client::registry::Registry;
 use tokio::{
-    sync::{broadcast, mpsc, oneshot},
+    sync::{broadcast, mpsc},
     task::JoinHandle,
 };
 
@@ -49,13 +49,14 @@ pub use views::{
 use self::{
     admission::Membership,
     behaviour::{Behaviour, LEAVE_TIMEOUT},
-    commands::PendingPublish,
+    commands::{DialReply, PendingPublish},
     handle::Command,
 };
 use crate::{
     config::NodeConfig,
     metrics::Metrics,
     policy::admission::{Admissions, Bans, GraylistChecks},
+    policy::dials::Dials,
     policy::discovery::{BootstrapPeers, Discoveries},
     policy::gossip::GossipGate,
     policy::liveness::{Action, Decisions, PeerTable},
@@ -168,10 +169,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         events: events_tx.clone(),
         discoveries: Discoveries::default(),
         rejected: BTreeMap::new(),
-        pending_dials: HashMap::new(),
-        pending_lookups: HashMap::new(),
-        awaiting_connection: HashMap::new(),
-        own_dials: HashSet::new(),
+        dials: Dials::default(),
         directions: HashMap::new(),
         identified: HashMap::new(),
         publisher: Publisher::new(max_message_size, dedup_window, DEDUP_CAPACITY),
@@ -251,15 +249,8 @@ struct EventLoop {
     peers: PeerTable,
     /// Envelopes rejected in gossipsub validation, by reason.
     rejected: BTreeMap<&'static str, u64>,
-    /// Dials requested through a handle, answered when the connection is established or fails.
-    pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
-    /// Callers of a lookup dial whose peer another dial (the lookup's own) was already reaching: answered by its outcome.
-    awaiting_connection: HashMap<PeerId, Vec<oneshot::Sender<Result<PeerId, String>>>>,
-    /// Dials of a bare peer id, waiting for the DHT lookup that finds its addresses.
-    pending_lookups: HashMap<libp2p::kad::QueryId, (PeerId, oneshot::Sender<Result<PeerId, String>>)>,
-    /// Dials this loop started (bootstrap, mDNS, handle). Any other outbound connection was dialled by Kademlia, the
-    /// only behaviour here that dials on its own, which is how a peer found by a lookup is told apart.
-    own_dials: HashSet<ConnectionId>,
+    /// Dials this loop started, and the callers waiting for a dial or a lookup's outcome.
+    dials: Dials<DialReply, libp2p::kad::QueryId>,
     /// Who opened the first connection to each connected peer.
     directions: HashMap<PeerId, Direction>,
     /// What each connected peer told identify about itself.
@@ -445,7 +436,7 @@ impl EventLoop {
 
     /// Dials, remembering that this loop (not a behaviour) asked for the connection. A dial refused at once by a
     /// connection limit is reported like any refused connection.
-    fn start_dial(&mut self, opts: DialOpts) -> Result<(), DialError> {
+    fn start_dial(&mut self, opts: DialOpts) -> Result<ConnectionId, DialError> {
         let connection = opts.connection_id();
         let peer = opts.get_peer_id();
         if let Err(error) = self.swarm.dial(opts) {
@@ -454,8 +445,8 @@ impl EventLoop {
             }
             return Err(error);
         }
-        self.own_dials.insert(connection);
-        Ok(())
+        self.dials.started(connection);
+        Ok(connection)
     }
 }
 

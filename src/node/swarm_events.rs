@@ -45,14 +45,11 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                let established = self.dials.established(connection_id, peer_id);
+                for reply in established.connected {
                     let _ = reply.send(Ok(peer_id));
                 }
-                for reply in self.awaiting_connection.remove(&peer_id).unwrap_or_default() {
-                    let _ = reply.send(Ok(peer_id));
-                }
-                let dialled_by_us = self.own_dials.remove(&connection_id);
-                self.on_connection_established(peer_id, &endpoint, num_established.get(), dialled_by_us);
+                self.on_connection_established(peer_id, &endpoint, num_established.get(), established.dialled_by_us);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -83,14 +80,10 @@ impl EventLoop {
                 } else {
                     tracing::debug!(peer = ?peer_id, "outgoing connection failed: {error}");
                 }
-                self.own_dials.remove(&connection_id);
-                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                for reply in self.dials.failed(connection_id, peer_id) {
                     let _ = reply.send(Err(dial_error_text(&error)));
                 }
                 if let Some(peer) = peer_id {
-                    for reply in self.awaiting_connection.remove(&peer).unwrap_or_default() {
-                        let _ = reply.send(Err(dial_error_text(&error)));
-                    }
                     let decisions = self.peers.dial_failed(peer, Instant::now());
                     self.apply(decisions);
                 }

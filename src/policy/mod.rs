@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod dedup;
+pub mod dials;
 pub mod discovery;
 pub mod gossip;
 pub mod liveness;
