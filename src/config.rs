@@ -186,6 +186,12 @@ impl NodeConfig {
                 "must be at least --reconnect-backoff",
             ));
         }
+        if self.liveness.forget_after < Duration::from_secs(1) {
+            return Err(ConfigError::new("forget-after", "must be at least 1s"));
+        }
+        if self.liveness.max_known_peers == 0 {
+            return Err(ConfigError::new("max-known-peers", "must be at least 1"));
+        }
         if self.dial_timeout < Duration::from_millis(100) {
             return Err(ConfigError::new("dial-timeout", "must be at least 100ms"));
         }

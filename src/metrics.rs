@@ -1,7 +1,8 @@
 //! Prometheus metrics, all in one registry per node: libp2p's own (every swarm event, Kademlia, gossipsub, identify
 //! and ping events, bytes in and out per transport protocol; prefix `libp2p_`) and ours (prefix `swarmnode_`). The
 //! event loop and the API record into the handles below, which are cheap to clone and need no lock; `GET /metrics`
-//! encodes the registry. Peers by state are counted at scrape time from the peer table, so the gauge cannot drift.
+//! encodes the registry. The event loop sets the peers-by-state and table-size gauges from cheap counts on every
+//! housekeeping tick (100 ms), so a scrape costs the loop nothing.
 
 use std::sync::Arc;
 
@@ -65,6 +66,11 @@ impl StateValue {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiRequestLabels {
     /// The route as declared (`/v1/peers/{peer}`), or `unmatched`.
     pub route: String,
@@ -88,6 +94,8 @@ pub struct Metrics {
     /// From the envelope's `sent_at` to delivery here, in seconds (clocks of two machines: skew shows up here).
     pub delivery_latency: Histogram,
     pub peers: Family<StateLabel, Gauge>,
+    /// Entries in each per-peer or per-message table the node keeps (`peers`, `discoveries`, `dials`, …).
+    pub table_sizes: Family<TableLabel, Gauge>,
     /// Redials started by the liveness policy.
     pub reconnect_attempts: Counter,
     pub ping_rtt: Histogram,
@@ -151,6 +159,12 @@ impl Metrics {
         );
         let peers = Family::<StateLabel, Gauge>::default();
         ours.register("peers", "Peers in the peer table, by state", peers.clone());
+        let table_sizes = Family::<TableLabel, Gauge>::default();
+        ours.register(
+            "table_entries",
+            "Entries in each table the node keeps about peers and messages",
+            table_sizes.clone(),
+        );
         let reconnect_attempts = Counter::default();
         ours.register(
             "reconnect_attempts",
@@ -199,6 +213,7 @@ impl Metrics {
             rejected,
             delivery_latency,
             peers,
+            table_sizes,
             reconnect_attempts,
             ping_rtt,
             api_requests,
@@ -216,6 +231,14 @@ impl Metrics {
         }
         for (state, count) in StateValue::ALL.into_iter().zip(counts) {
             self.peers.get_or_create(&StateLabel { state }).set(count);
+        }
+    }
+
+    /// Sets the size gauge of each named table.
+    pub fn set_table_sizes(&self, sizes: impl IntoIterator<Item = (&'static str, usize)>) {
+        for (table, size) in sizes {
+            let size = i64::try_from(size).unwrap_or(i64::MAX);
+            self.table_sizes.get_or_create(&TableLabel { table }).set(size);
         }
     }
 

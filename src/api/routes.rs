@@ -154,18 +154,15 @@ pub async fn diagnose(State(state): State<ApiState>) -> ApiResult<Diagnosis> {
     state.handle.diagnose().await.map(Json).ok_or_else(ApiError::stopped)
 }
 
-/// Prometheus text: libp2p's metrics and ours, with the peers-by-state gauge taken from the peer table now.
-pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let peers = state.handle.peers().await.ok_or_else(ApiError::stopped)?;
-    let metrics = state.handle.metrics();
-    metrics.set_peer_states(peers.iter().map(|peer| peer.state));
-    Ok((
+/// Prometheus text: libp2p's metrics and ours (the event loop keeps the gauges current; a scrape asks it nothing).
+pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.encode(),
-    ))
+        state.handle.metrics().encode(),
+    )
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

@@ -261,6 +261,12 @@ pub struct RunArgs {
     /// Longest delay between redials.
     #[arg(long, env = "SWARMNODE_RECONNECT_BACKOFF_MAX", default_value = "30s", value_parser = config::parse_duration)]
     pub reconnect_backoff_max: Duration,
+    /// A removed or left peer is forgotten (with everything kept about it) this long after; bootstrap peers never.
+    #[arg(long, env = "SWARMNODE_FORGET_AFTER", default_value = "10m", value_parser = config::parse_duration)]
+    pub forget_after: Duration,
+    /// Most peers not connected that the node remembers; past it, those heard from longest ago are forgotten.
+    #[arg(long, env = "SWARMNODE_MAX_KNOWN_PEERS", default_value_t = 1000)]
+    pub max_known_peers: usize,
     /// Longest a connection may take to be set up (connect, encryption, multiplexing); a dial to an address that
     /// does not answer fails after this.
     #[arg(long, env = "SWARMNODE_DIAL_TIMEOUT", default_value = "10s", value_parser = config::parse_duration)]

@@ -60,6 +60,8 @@ impl RunArgs {
             reconnect_attempts: self.reconnect_attempts,
             reconnect_backoff: self.reconnect_backoff,
             reconnect_backoff_max: self.reconnect_backoff_max,
+            forget_after: self.forget_after,
+            max_known_peers: self.max_known_peers,
         };
         Ok(config)
     }

@@ -73,7 +73,9 @@ impl EventLoop {
     /// True when it went in now.
     pub(super) fn add_to_routing(&mut self, peer: PeerId, address: Multiaddr) -> bool {
         if let Some(membership) = self.membership.as_mut()
-            && !membership.admissions.route_or_hold(peer, address.clone())
+            && !membership
+                .admissions
+                .route_or_hold(peer, address.clone(), Instant::now())
         {
             return false;
         }

@@ -288,6 +288,7 @@ impl EventLoop {
                     self.apply(due);
                     self.on_bootstrap_check();
                     self.on_membership_tick();
+                    self.set_gauges();
                 }
             }
         }
@@ -421,11 +422,41 @@ impl EventLoop {
                     // Err only means it is already gone, which is what we want.
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
-                Action::Forget { peer } => {
+                Action::Unroute { peer } => {
                     self.swarm.behaviour_mut().kad.remove_peer(&peer);
                 }
+                Action::Forget { peer } => self.forget(peer),
             }
         }
+    }
+
+    /// The peers-by-state and table-size gauges, from counts the tables keep (nothing is built or copied).
+    fn set_gauges(&self) {
+        self.metrics.set_peer_states(self.peers.states());
+        let admissions = self.membership.as_ref().map_or(0, |m| m.admissions.len());
+        self.metrics.set_table_sizes([
+            ("peers", self.peers.len()),
+            ("discoveries", self.discoveries.len()),
+            ("dials", self.dials.len()),
+            ("identified", self.identified.len()),
+            ("directions", self.directions.len()),
+            ("admissions", admissions),
+            ("bans", self.bans.len()),
+            ("rate_limits", self.gossip_gate.rate_limited_peers()),
+            ("delivered_ids", self.gossip_gate.delivered_ids()),
+            ("published_ids", self.publisher.remembered()),
+        ]);
+    }
+
+    /// The peer table forgot `peer` (removed or left long enough ago, or past `--max-known-peers`): so does every
+    /// other per-peer record, so a node's memory follows the peers it knows now, not every peer it ever saw.
+    fn forget(&mut self, peer: PeerId) {
+        self.discoveries.forget(&peer);
+        self.gossip_gate.forget(&peer);
+        self.identified.remove(&peer);
+        self.directions.remove(&peer);
+        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+        tracing::debug!(%peer, "forgotten");
     }
 
     fn kad_bootstrap(&mut self) {

@@ -14,6 +14,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, identity::PublicKey};
 
+use super::liveness::MAX_ADDRESSES;
 use crate::{
     security::certificate::Certificate,
     wire::admission::{ADMISSION_VERSION, AdmissionRequest, REFUSAL_LINGER},
@@ -78,8 +79,9 @@ pub struct Member {
 
 #[derive(Debug)]
 struct Pending {
-    /// Set once connected; a peer only known by address (mDNS, bootstrap list) has no deadline yet.
-    deadline: Option<Instant>,
+    /// When the wait ends: `timeout` after the first connection, or after the first held address of a peer that has
+    /// not connected (that wait ends quietly, its addresses dropped: only a connection can make them useful).
+    deadline: Instant,
     /// The address of the connection that started the wait.
     connected_at: Option<Multiaddr>,
     /// Addresses to put in the routing table once (if) the peer is admitted.
@@ -137,15 +139,16 @@ impl Admissions {
         if self.members.contains_key(&peer) {
             return false;
         }
+        let deadline = now + self.timeout;
         let pending = self.pending.entry(peer).or_insert(Pending {
-            deadline: None,
+            deadline,
             connected_at: None,
             held_addresses: Vec::new(),
         });
-        if pending.deadline.is_some() {
+        if pending.connected_at.is_some() {
             return false;
         }
-        pending.deadline = Some(now + self.timeout);
+        pending.deadline = deadline;
         pending.connected_at = Some(address.clone());
         true
     }
@@ -158,21 +161,33 @@ impl Admissions {
         self.members.get(peer)
     }
 
-    /// Holds `address` back from the routing table while `peer` is not a member. True when the caller may insert
-    /// it now (the peer is a member).
-    pub fn route_or_hold(&mut self, peer: PeerId, address: Multiaddr) -> bool {
+    /// Holds `address` back from the routing table while `peer` is not a member (at most `MAX_ADDRESSES` per peer,
+    /// the latest kept). True when the caller may insert it now (the peer is a member).
+    pub fn route_or_hold(&mut self, peer: PeerId, address: Multiaddr, now: Instant) -> bool {
         if self.members.contains_key(&peer) {
             return true;
         }
         let pending = self.pending.entry(peer).or_insert(Pending {
-            deadline: None,
+            deadline: now + self.timeout,
             connected_at: None,
             held_addresses: Vec::new(),
         });
         if !pending.held_addresses.contains(&address) {
+            if pending.held_addresses.len() == MAX_ADDRESSES {
+                pending.held_addresses.remove(0);
+            }
             pending.held_addresses.push(address);
         }
         false
+    }
+
+    /// Peers waiting to be admitted, members, and refusals waiting to be carried out, for the table-size gauges.
+    pub fn len(&self) -> usize {
+        self.pending.len() + self.members.len() + self.refusals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// `peer` showed a valid certificate: it is a member. Returns where it is connected and the addresses held
@@ -218,8 +233,8 @@ impl Admissions {
     pub fn tick(&mut self, now: Instant, now_unix: u64) -> AdmissionsDue {
         let mut due = AdmissionsDue::default();
         self.pending.retain(|peer, pending| {
-            let late = pending.deadline.is_some_and(|deadline| deadline <= now);
-            if late {
+            let late = pending.deadline <= now;
+            if late && pending.connected_at.is_some() {
                 due.timed_out.push(*peer);
             }
             !late
@@ -265,6 +280,15 @@ impl Bans {
     pub fn ban(&mut self, peer: PeerId, reason: String, now: Instant) -> Duration {
         self.until.insert(peer, (now + self.duration, reason));
         self.duration
+    }
+
+    /// Peers banned now.
+    pub fn len(&self) -> usize {
+        self.until.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
     }
 
     /// Why `peer` is banned, if it is.
@@ -370,13 +394,13 @@ mod tests {
         let now = Instant::now();
         let mut admissions = Admissions::new(TIMEOUT);
         let peer = PeerId::random();
-        assert!(!admissions.route_or_hold(peer, addr(1)));
-        assert!(!admissions.route_or_hold(peer, addr(1)));
+        assert!(!admissions.route_or_hold(peer, addr(1), now));
+        assert!(!admissions.route_or_hold(peer, addr(1), now));
         assert!(
             admissions.connected(peer, &addr(2), now),
             "held addresses do not count as a connection"
         );
-        assert!(!admissions.route_or_hold(peer, addr(2)));
+        assert!(!admissions.route_or_hold(peer, addr(2), now));
         assert_eq!(
             admissions.admit(peer, member(100)),
             Some(Admitted {
@@ -385,13 +409,13 @@ mod tests {
             })
         );
         assert!(
-            admissions.route_or_hold(peer, addr(3)),
+            admissions.route_or_hold(peer, addr(3), now),
             "a member's addresses go straight in"
         );
         assert_eq!(admissions.admit(peer, member(100)), None, "admitted once");
 
         let other = PeerId::random();
-        admissions.route_or_hold(other, addr(4));
+        admissions.route_or_hold(other, addr(4), now);
         admissions.disconnected(&other);
         admissions.connected(other, &addr(5), now);
         assert_eq!(
@@ -405,7 +429,7 @@ mod tests {
         let start = Instant::now();
         let mut admissions = Admissions::new(TIMEOUT);
         let peer = PeerId::random();
-        admissions.route_or_hold(peer, addr(1));
+        admissions.route_or_hold(peer, addr(1), start);
         assert!(admissions.tick(start + TIMEOUT * 10, 0).timed_out.is_empty());
         let connected_at = start + TIMEOUT * 10;
         assert!(admissions.connected(peer, &addr(1), connected_at));
@@ -478,5 +502,34 @@ mod tests {
         assert!(bans.expire(start + minute).is_empty());
         assert_eq!(bans.expire(start + minute * 3 / 2), vec![peer]);
         assert_eq!(bans.reason(&peer), None);
+    }
+
+    #[test]
+    fn a_wait_for_a_peer_that_never_connects_ends_quietly_and_holds_few_addresses() {
+        let start = Instant::now();
+        let mut admissions = Admissions::new(TIMEOUT);
+        let peer = PeerId::random();
+        for port in 0..20 {
+            admissions.route_or_hold(peer, addr(port), start);
+        }
+        assert_eq!(admissions.len(), 1);
+        let due = admissions.tick(start + TIMEOUT, 0);
+        assert_eq!(due, AdmissionsDue::default(), "nobody to refuse: it never connected");
+        assert!(admissions.is_empty(), "the wait and its addresses are gone");
+        admissions.route_or_hold(peer, addr(1), start);
+        admissions.connected(peer, &addr(2), start);
+        let held = admissions.admit(peer, member(100)).unwrap().held_addresses;
+        assert_eq!(held, vec![addr(1)], "only what was held since the expired wait");
+        for port in 0..20 {
+            admissions.route_or_hold(PeerId::random(), addr(port), start);
+        }
+        let other = PeerId::random();
+        for port in 0..20 {
+            admissions.route_or_hold(other, addr(port), start);
+        }
+        admissions.connected(other, &addr(99), start);
+        let held = admissions.admit(other, member(100)).unwrap().held_addresses;
+        assert_eq!(held.len(), MAX_ADDRESSES, "the latest addresses, no more");
+        assert_eq!(held.last(), Some(&addr(19)));
     }
 }

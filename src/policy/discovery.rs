@@ -5,12 +5,13 @@
 //! - `Discoveries`: which (peer, source, addresses) were already announced, so `discovered` events say something new.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 
+use super::liveness::MAX_ADDRESSES;
 use crate::node::DiscoverySource;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -105,20 +106,21 @@ fn without_p2p(address: &Multiaddr) -> Multiaddr {
     address.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
 }
 
-/// The discoveries already announced, by peer and source.
+/// The discoveries already announced, by peer and source: one record per known peer, forgotten with it.
 #[derive(Debug, Default)]
 pub struct Discoveries {
-    announced: HashMap<(PeerId, DiscoverySource), Vec<Multiaddr>>,
+    announced: HashMap<PeerId, BTreeMap<DiscoverySource, Vec<Multiaddr>>>,
 }
 
 impl Discoveries {
-    /// Records that `source` reports `peer` at `addresses`; true when that is news (a new peer for this source, or
-    /// other addresses than last time) and so worth a `discovered` event.
+    /// Records that `source` reports `peer` at `addresses` (at most `MAX_ADDRESSES` kept); true when that is news
+    /// (a new peer for this source, or other addresses than last time) and so worth a `discovered` event.
     pub fn record(&mut self, peer: PeerId, source: DiscoverySource, addresses: &[Multiaddr]) -> bool {
         let mut sorted = addresses.to_vec();
         sorted.sort();
         sorted.dedup();
-        match self.announced.insert((peer, source), sorted.clone()) {
+        sorted.truncate(MAX_ADDRESSES);
+        match self.announced.entry(peer).or_default().insert(source, sorted.clone()) {
             Some(previous) => previous != sorted,
             None => true,
         }
@@ -126,19 +128,29 @@ impl Discoveries {
 
     /// Every source that has reported `peer`, in a fixed order.
     pub fn sources(&self, peer: &PeerId) -> Vec<DiscoverySource> {
-        let mut sources: Vec<DiscoverySource> = self
-            .announced
-            .keys()
-            .filter(|(known, _)| known == peer)
-            .map(|(_, source)| *source)
-            .collect();
-        sources.sort();
-        sources
+        self.announced
+            .get(peer)
+            .map(|sources| sources.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Whether any source has reported `peer`.
     pub fn knows(&self, peer: &PeerId) -> bool {
-        self.announced.keys().any(|(known, _)| known == peer)
+        self.announced.contains_key(peer)
+    }
+
+    /// Drops everything recorded about `peer` (the peer table forgot it).
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.announced.remove(peer);
+    }
+
+    /// Peers with a record now.
+    pub fn len(&self) -> usize {
+        self.announced.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.announced.is_empty()
     }
 }
 

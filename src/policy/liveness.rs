@@ -47,6 +47,10 @@ pub struct LivenessPolicy {
     pub reconnect_backoff: Duration,
     /// Upper bound of the redial delay.
     pub reconnect_backoff_max: Duration,
+    /// A removed or left peer is forgotten this long after it got there (bootstrap peers never are).
+    pub forget_after: Duration,
+    /// Peers not connected that the table remembers at most; past it the longest unheard-of is forgotten first.
+    pub max_known_peers: usize,
 }
 
 impl Default for LivenessPolicy {
@@ -56,9 +60,15 @@ impl Default for LivenessPolicy {
             reconnect_attempts: 3,
             reconnect_backoff: Duration::from_secs(1),
             reconnect_backoff_max: Duration::from_secs(30),
+            forget_after: Duration::from_secs(600),
+            max_known_peers: 1000,
         }
     }
 }
+
+/// Addresses remembered per peer at most: the most recently confirmed (by a connection) first, then the most
+/// recently reported.
+pub const MAX_ADDRESSES: usize = 8;
 
 /// Something the event loop must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +80,11 @@ pub enum Action {
     Disconnect {
         peer: PeerId,
     },
-    /// Drop the peer from routing state (it was removed).
+    /// Drop the peer from routing state (it was removed, or left).
+    Unroute {
+        peer: PeerId,
+    },
+    /// The table forgot the peer: drop everything else kept about it too.
     Forget {
         peer: PeerId,
     },
@@ -113,6 +127,37 @@ pub struct PeerEntry {
     pub removed_because: Option<&'static str>,
     /// A redial is in flight; its outcome arrives as `connected` or `dial_failed`.
     dialling: bool,
+    /// How many of `addresses`, from the front, a connection confirmed.
+    confirmed: usize,
+    /// When a removed or left peer is to be forgotten; set by the first tick that finds it there.
+    forget_at: Option<Instant>,
+}
+
+impl PeerEntry {
+    /// Remembers `address` as reported (after the confirmed ones) or, when `confirmed`, as the one a connection just
+    /// reached (first); at most `MAX_ADDRESSES` are kept, the oldest report dropped first.
+    fn note_address(&mut self, address: &Multiaddr, confirmed: bool) {
+        let known = self.addresses.iter().position(|a| a == address);
+        if let Some(index) = known {
+            let first_confirmed = index == 0 && self.confirmed > 0;
+            if !confirmed || first_confirmed {
+                return;
+            }
+            self.addresses.remove(index);
+            if index < self.confirmed {
+                self.confirmed -= 1;
+            }
+        }
+        if confirmed {
+            self.addresses.insert(0, address.clone());
+            self.confirmed += 1;
+        } else {
+            self.addresses
+                .insert(self.confirmed.min(self.addresses.len()), address.clone());
+        }
+        self.addresses.truncate(MAX_ADDRESSES);
+        self.confirmed = self.confirmed.min(self.addresses.len());
+    }
 }
 
 /// The peer table.
@@ -155,12 +200,12 @@ impl PeerTable {
             next_retry: None,
             removed_because: None,
             dialling: false,
+            confirmed: 0,
+            forget_at: None,
         });
         entry.bootstrap |= bootstrap;
         for address in addresses {
-            if !entry.addresses.contains(address) {
-                entry.addresses.push(address.clone());
-            }
+            entry.note_address(address, false);
         }
         if entry.state == PeerState::Removed {
             entry.removed_because = None;
@@ -173,6 +218,7 @@ impl PeerTable {
     pub fn connected(&mut self, peer: PeerId, address: &Multiaddr, now: Instant) -> Decisions {
         let mut decisions = self.discovered(peer, std::slice::from_ref(address), false, now);
         let entry = self.peers.get_mut(&peer).expect("inserted by discovered");
+        entry.note_address(address, true);
         entry.last_seen = now;
         entry.dialling = false;
         if entry.state != PeerState::Active {
@@ -229,7 +275,7 @@ impl PeerTable {
         } else {
             entry.attempt = 0;
             entry.next_retry = None;
-            decisions.actions.push(Action::Forget { peer });
+            decisions.actions.push(Action::Unroute { peer });
             None
         };
         change(&mut decisions, peer, entry, PeerState::Left, "announced leave", retry);
@@ -344,7 +390,54 @@ impl PeerTable {
         for peer in timed_out {
             self.schedule_retry(peer, now, &mut decisions);
         }
+        self.forget_due(now, &mut decisions);
         decisions
+    }
+
+    /// The state of every peer, for counting (no allocation).
+    pub fn states(&self) -> impl Iterator<Item = PeerState> + '_ {
+        self.peers.values().map(|entry| entry.state)
+    }
+
+    /// Peers the table holds now.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Forgets removed and left peers `forget_after` after they got there, then, past `max_known_peers` peers not
+    /// connected, the ones heard from longest ago. Bootstrap peers are never forgotten.
+    fn forget_due(&mut self, now: Instant, decisions: &mut Decisions) {
+        let forget_after = self.policy.forget_after;
+        let mut forgotten = Vec::new();
+        for (peer, entry) in self.peers.iter_mut() {
+            if entry.bootstrap || !matches!(entry.state, PeerState::Removed | PeerState::Left) {
+                entry.forget_at = None;
+                continue;
+            }
+            let at = *entry.forget_at.get_or_insert(now + forget_after);
+            if at <= now {
+                forgotten.push(*peer);
+            }
+        }
+        let mut idle: Vec<(Instant, PeerId)> = self
+            .peers
+            .iter()
+            .filter(|(peer, entry)| !entry.bootstrap && entry.state != PeerState::Active && !forgotten.contains(peer))
+            .map(|(peer, entry)| (entry.last_seen, *peer))
+            .collect();
+        if idle.len() > self.policy.max_known_peers {
+            idle.sort();
+            let excess = idle.len() - self.policy.max_known_peers;
+            forgotten.extend(idle.into_iter().take(excess).map(|(_, peer)| peer));
+        }
+        for peer in forgotten {
+            self.peers.remove(&peer);
+            decisions.actions.push(Action::Forget { peer });
+        }
     }
 
     /// The delay before attempt `attempt` (1-based): base × 2^(attempt−1), ±25 % jitter, capped.
@@ -375,7 +468,7 @@ impl PeerTable {
                 "reconnect attempts exhausted",
                 None,
             );
-            decisions.actions.push(Action::Forget { peer });
+            decisions.actions.push(Action::Unroute { peer });
             return;
         }
         let delay = if exhausted {
@@ -432,6 +525,8 @@ mod tests {
             reconnect_attempts: 3,
             reconnect_backoff: SEC,
             reconnect_backoff_max: 30 * SEC,
+            forget_after: 60 * SEC,
+            max_known_peers: 3,
         }
     }
 
@@ -481,7 +576,7 @@ mod tests {
             );
             let failed = table.dial_failed(peer, now);
             if table.get(&peer).unwrap().state == PeerState::Removed {
-                assert_eq!(failed.actions, vec![Action::Forget { peer }]);
+                assert_eq!(failed.actions, vec![Action::Unroute { peer }]);
                 break;
             }
         }
@@ -664,7 +759,7 @@ mod tests {
             states(&leaving),
             vec![(PeerState::Active, PeerState::Left, "announced leave")]
         );
-        assert_eq!(leaving.actions, vec![Action::Forget { peer }]);
+        assert_eq!(leaving.actions, vec![Action::Unroute { peer }]);
         assert_eq!(table.get(&peer).unwrap().removed_because, Some("announced leave"));
         // Its connection then closes: expected, so no redial is scheduled, now or ever.
         assert_eq!(table.disconnected(peer, start + SEC), Decisions::default());
@@ -755,5 +850,105 @@ mod tests {
         let entry = table.get(&peer).unwrap();
         assert_eq!(entry.last_rtt, Some(Duration::from_millis(16)));
         assert_eq!(entry.smoothed_rtt, Some(Duration::from_millis(9)));
+    }
+
+    fn forgotten(decisions: &Decisions) -> Vec<PeerId> {
+        decisions
+            .actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Forget { peer } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn removed_and_left_peers_are_forgotten_after_the_delay_but_bootstrap_peers_never() {
+        let mut table = PeerTable::new(policy(), 1);
+        let now = Instant::now();
+        let (removed, left, bootstrap) = (PeerId::random(), PeerId::random(), PeerId::random());
+        for (peer, is_bootstrap) in [(removed, false), (left, false), (bootstrap, true)] {
+            table.discovered(peer, &[addr()], is_bootstrap, now);
+            table.connected(peer, &addr(), now);
+        }
+        table.dismissed(removed, "disconnected by operator");
+        table.left(left, now);
+        table.left(bootstrap, now);
+        assert!(forgotten(&table.tick(now)).is_empty(), "the delay starts now");
+        assert!(forgotten(&table.tick(now + 59 * SEC)).is_empty());
+        let mut due = forgotten(&table.tick(now + 60 * SEC));
+        due.sort();
+        let mut expected = vec![removed, left];
+        expected.sort();
+        assert_eq!(due, expected);
+        assert!(table.get(&removed).is_none() && table.get(&left).is_none());
+        assert!(table.get(&bootstrap).is_some(), "bootstrap peers are never forgotten");
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_peer_that_comes_back_is_not_forgotten() {
+        let mut table = PeerTable::new(policy(), 1);
+        let now = Instant::now();
+        let peer = PeerId::random();
+        table.discovered(peer, &[addr()], false, now);
+        table.connected(peer, &addr(), now);
+        table.dismissed(peer, "banned");
+        table.tick(now);
+        table.connected(peer, &addr(), now + 30 * SEC);
+        table.heard_from(peer, None, now + 120 * SEC);
+        assert!(forgotten(&table.tick(now + 120 * SEC)).is_empty());
+        assert_eq!(table.get(&peer).unwrap().state, PeerState::Active);
+    }
+
+    #[test]
+    fn past_the_cap_the_peers_heard_from_longest_ago_are_forgotten_first_and_connected_ones_never() {
+        let mut table = PeerTable::new(policy(), 1);
+        let start = Instant::now();
+        let connected = PeerId::random();
+        table.discovered(connected, &[addr()], false, start);
+        table.connected(connected, &addr(), start);
+        let known: Vec<PeerId> = (0..5u32)
+            .map(|i| {
+                let peer = PeerId::random();
+                table.discovered(peer, &[addr()], false, start + i * SEC);
+                peer
+            })
+            .collect();
+        table.heard_from(connected, None, start + 10 * SEC);
+        let due = forgotten(&table.tick(start + 10 * SEC));
+        assert_eq!(due.len(), 2, "five known, three allowed");
+        assert!(due.contains(&known[0]) && due.contains(&known[1]), "the two oldest go");
+        assert_eq!(table.len(), 4, "three known and the connected one");
+        assert!(table.get(&connected).is_some());
+    }
+
+    #[test]
+    fn addresses_are_bounded_and_the_confirmed_one_comes_first() {
+        let mut table = PeerTable::new(policy(), 1);
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let address = |port: u16| -> Multiaddr { format!("/ip4/10.0.0.1/tcp/{port}").parse().unwrap() };
+        table.discovered(peer, &[address(1)], false, now);
+        table.connected(peer, &address(1), now);
+        let reported: Vec<Multiaddr> = (2..40).map(address).collect();
+        table.discovered(peer, &reported, false, now);
+        let addresses = &table.get(&peer).unwrap().addresses;
+        assert_eq!(addresses.len(), MAX_ADDRESSES);
+        assert_eq!(
+            addresses[0],
+            address(1),
+            "a flood of reports never pushes out the confirmed address"
+        );
+        assert_eq!(addresses[1], address(39), "then the latest report");
+        table.connected(peer, &address(39), now);
+        let addresses = &table.get(&peer).unwrap().addresses;
+        assert_eq!(
+            &addresses[..2],
+            &[address(39), address(1)],
+            "most recently confirmed first"
+        );
+        assert_eq!(addresses.len(), MAX_ADDRESSES);
     }
 }
