@@ -1,5 +1,5 @@
-//! The event loop's answers to `NodeHandle` commands: publish (with the idempotency window), subscriptions, dials
-//! and disconnections, and the read-only views (status, peers, topics, diagnosis) the CLI and the API show.
+//! The event loop's answers to `NodeHandle` commands: publish (checked by `policy::publish`), subscriptions, dials
+//! (kept by `policy::dials`) and disconnections, and the read-only views (status, peers, topics, diagnosis) the CLI and the API show.
 
 use std::{
     ops::ControlFlow,

@@ -1,8 +1,8 @@
 //! The running node. `spawn` checks the configuration, takes the data-directory lock, loads the identity, builds the
 //! swarm, starts listening and hands the swarm to one tokio task, the event loop, which is the only code that touches
-//! it. The loop selects over swarm events, commands from `NodeHandle`s and a bootstrap timer, and glues each to the
-//! decision it needs (the decisions themselves live in the pure modules: `discovery`, `envelope`, `peers`). On
-//! shutdown it announces the departure to every peer before the swarm is dropped.
+//! it. The loop selects over swarm events, commands from `NodeHandle`s and a housekeeping timer, and glues each to the
+//! decision it needs: event → decision (a pure call into `crate::policy`) → effects. On shutdown it announces the
+//! departure to every peer before the swarm is dropped.
 
 mod admission;
 mod behaviour;

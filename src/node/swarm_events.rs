@@ -1,6 +1,6 @@
-//! The event loop's reaction to each swarm event: feed discoveries into Kademlia and the dialer, validate gossip
-//! against the envelope rules, and report what happened as `Event`s. One function per behaviour keeps each arm
-//! short; what to decide is asked of the pure modules.
+//! The event loop's reaction to each swarm event: feed discoveries into Kademlia and the peer table, carry out the
+//! gossip verdict, settle dials, and report what happened as `Event`s. One function per behaviour keeps each arm
+//! short; what to decide is asked of the pure modules in `crate::policy`.
 
 use std::{collections::HashMap, time::Instant};
 

@@ -2,7 +2,8 @@
 //! - `BootstrapPeers`: the configured bootstrap addresses, the peer ids learned when an address given without
 //!   `/p2p/<id>` answers, and when to try again while the Kademlia routing table is still empty (exponential backoff,
 //!   1 s doubling to 30 s). Once the table has peers, Kademlia's own periodic refresh takes over.
-//! - `Discoveries`: which (peer, source, addresses) were already announced, so `discovered` events say something new.
+//! - `Discoveries`: per peer, which sources reported it at which addresses, so `discovered` events say something new;
+//!   forgotten with the peer.
 
 use std::{
     collections::{BTreeMap, HashMap},
