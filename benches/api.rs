@@ -4,7 +4,8 @@
 //! 9·M deliveries). Run through `scripts/bench-api.sh BATCH_WINDOW M C` (release build); BATCH_WINDOW `off` or e.g.
 //! `5ms`.
 
-mod common;
+#[path = "../tests/support/process.rs"]
+mod process;
 
 use std::{
     sync::{
@@ -15,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Node;
+use process::NodeProcess;
 use serde_json::{Value, json};
 
 const NODES: usize = 10;
@@ -28,6 +29,7 @@ fn main() {
     let messages: usize = messages.parse().expect("MESSAGES is a number");
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY is a number");
 
+    let data = tempfile::tempdir().unwrap();
     let (lines_tx, lines) = mpsc::channel::<(usize, Value)>();
     let start_node = |index: usize, extra: &[&str]| {
         let tx = lines_tx.clone();
@@ -39,29 +41,19 @@ fn main() {
             window.as_str(),
         ];
         args.extend(extra);
-        Node::start(tempfile::tempdir().unwrap(), &args, move |line| {
-            tx.send((index, line)).is_ok()
-        })
+        let data_dir = data.path().join(format!("node-{index}"));
+        NodeProcess::start(&[], &data_dir, &args, move |line| tx.send((index, line)).is_ok())
     };
+    // Many nodes share the machine: only node 0 serves an API.
     let mut nodes = vec![start_node(0, &["--api", "127.0.0.1:0"])];
-    let (mut api, mut bootstrap) = (None, None);
-    while api.is_none() || bootstrap.is_none() {
-        let (_, line) = lines.recv_timeout(Duration::from_secs(30)).expect("node 0 starts");
-        match line["event"].as_str() {
-            Some("api_listening") => api = line["address"].as_str().map(str::to_owned),
-            Some("listening") => {
-                bootstrap = Some(format!(
-                    "{}/p2p/{}",
-                    line["address"].as_str().unwrap(),
-                    nodes[0].peer_id
-                ));
-            }
-            _ => {}
-        }
-    }
-    let (api, bootstrap) = (api.unwrap(), bootstrap.unwrap());
+    let starting = Duration::from_secs(30);
+    // The API's address is node 0's first line, before any event.
+    let (_, line) = process::wait_for(&lines, "node 0's API", starting, |(_, l)| l["event"] == "api_listening");
+    let api = line["address"].as_str().unwrap().to_owned();
+    let (_, line) = process::wait_for(&lines, "node 0 to listen", starting, |(_, l)| l["event"] == "listening");
+    let bootstrap = format!("{}/p2p/{}", line["address"].as_str().unwrap(), nodes[0].peer_id);
     for index in 1..NODES {
-        nodes.push(start_node(index, &["--bootstrap", &bootstrap]));
+        nodes.push(start_node(index, &["--api", "off", "--bootstrap", &bootstrap]));
     }
 
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -3,31 +3,51 @@
 //! give publish→deliver latency (`ts - sent_at`, one clock) and the delivery ratio. Also reports each process's
 //! resident memory at the end. Run through `scripts/bench-gossip.sh N M S` (release build).
 
-mod common;
+#[path = "../tests/support/process.rs"]
+mod process;
+mod stats;
 
 use std::{
     collections::HashMap,
     io::Write,
+    path::Path,
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use common::{Node, percentile, rss_kib};
+use process::NodeProcess;
 use serde_json::Value;
+use stats::percentile;
 
 /// Gap between two publishes: bounded traffic, and a publisher that is not simply flooding its own queue.
 const PUBLISH_GAP: Duration = Duration::from_millis(20);
 
-/// Node `index`, whose event lines arrive on `lines` tagged with its index.
-fn start(index: usize, bootstrap: Option<&str>, lines: mpsc::Sender<(usize, Value)>) -> Node {
-    let mut args = vec!["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--stdin"];
+/// Node `index` (no API: many nodes share the machine), with its data directory under `data`, whose event lines
+/// arrive on `lines` tagged with its index.
+fn start(data: &Path, index: usize, bootstrap: Option<&str>, lines: mpsc::Sender<(usize, Value)>) -> NodeProcess {
+    let mut args = vec![
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--stdin",
+        "--api",
+        "off",
+    ];
     if let Some(address) = bootstrap {
         args.extend(["--bootstrap", address]);
     }
-    Node::start(tempfile::tempdir().unwrap(), &args, move |line| {
-        lines.send((index, line)).is_ok()
-    })
+    let data_dir = data.join(format!("node-{index}"));
+    NodeProcess::start(&[], &data_dir, &args, move |line| lines.send((index, line)).is_ok())
+}
+
+/// Resident memory of process `pid`, in KiB (0 if unknown).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -41,17 +61,16 @@ fn main() {
     };
     assert!(n >= 2 && m >= 1 && size >= 16, "need N >= 2, M >= 1, S >= 16");
 
+    let data = tempfile::tempdir().unwrap();
     let (lines_tx, lines) = mpsc::channel();
-    let mut nodes = vec![start(0, None, lines_tx.clone())];
-    let bootstrap = loop {
-        let (_, line) = lines.recv_timeout(Duration::from_secs(30)).expect("node 0 listens");
-        if line["event"] == "listening" {
-            break format!("{}/p2p/{}", line["address"].as_str().unwrap(), nodes[0].peer_id);
-        }
-    };
+    let mut nodes = vec![start(data.path(), 0, None, lines_tx.clone())];
+    let (_, listening) = process::wait_for(&lines, "node 0 to listen", Duration::from_secs(30), |(_, l)| {
+        l["event"] == "listening"
+    });
+    let bootstrap = format!("{}/p2p/{}", listening["address"].as_str().unwrap(), nodes[0].peer_id);
     let started = Instant::now();
     for index in 1..n {
-        nodes.push(start(index, Some(&bootstrap), lines_tx.clone()));
+        nodes.push(start(data.path(), index, Some(&bootstrap), lines_tx.clone()));
     }
     let publisher = n - 1;
     let mut stdin = nodes[publisher].child.stdin.take().unwrap();

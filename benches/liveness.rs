@@ -12,15 +12,17 @@
 //! Run through `scripts/bench-liveness.sh SETTING TRANSPORT SAMPLES` (release build); SETTING is `default`
 //! (heartbeat 10 s, timeout 30 s) or `fast` (heartbeat 1 s, timeout 3 s), TRANSPORT `tcp` or `quic`.
 
-mod common;
+#[path = "../tests/support/process.rs"]
+mod process;
+#[path = "../tests/support/signal.rs"]
+mod signal;
+mod stats;
 
-use std::{
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, sync::mpsc, time::Duration};
 
-use common::{Node, percentile};
+use process::NodeProcess;
 use serde_json::Value;
+use stats::percentile;
 use swarmnode::time::now_unix_ms;
 
 /// Longest any one step may take before the benchmark gives up (a default-setting silent peer needs up to 30 s).
@@ -44,31 +46,22 @@ fn free_port(quic: bool) -> u16 {
 
 /// A node whose events arrive on its own channel.
 struct Watched {
-    node: Node,
+    node: NodeProcess,
     lines: mpsc::Receiver<Value>,
 }
 
-fn start(dir: tempfile::TempDir, args: &[String]) -> Watched {
+/// `swarmnode run ARGS` on `data_dir`, which keeps its key (so its peer id) across restarts.
+fn start(data_dir: &Path, args: &[String]) -> Watched {
     let (tx, lines) = mpsc::channel();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let node = Node::start(dir, &args, move |line| tx.send(line).is_ok());
+    let node = NodeProcess::start(&[], data_dir, &args, move |line| tx.send(line).is_ok());
     Watched { node, lines }
 }
 
 impl Watched {
-    /// The `ts` of the next line matching `matches`.
+    /// The next line matching `matches`.
     fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + STEP_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {what} within {STEP_DEADLINE:?}"));
-            if matches(&line) {
-                return line;
-            }
-        }
+        process::wait_for(&self.lines, what, STEP_DEADLINE, matches)
     }
 
     /// Milliseconds from `since` (unix ms) to the watcher's next `peer_state` of `peer` into `to`.
@@ -105,13 +98,16 @@ fn main() {
     };
     let (listen_watcher, listen_victim) = (address(0), address(free_port(quic)));
     let node_args = |listen: &str, extra: &[&str]| -> Vec<String> {
-        let mut args = vec!["--no-mdns", "--listen", listen];
+        // No API: the benchmark reads only the event lines.
+        let mut args = vec!["--no-mdns", "--api", "off", "--listen", listen];
         args.extend(&setting_flags);
         args.extend(extra);
         args.into_iter().map(str::to_owned).collect()
     };
 
-    let watcher = start(tempfile::tempdir().unwrap(), &node_args(&listen_watcher, &[]));
+    let data = tempfile::tempdir().unwrap();
+    let (watcher_dir, victim_dir) = (data.path().join("watcher"), data.path().join("victim"));
+    let watcher = start(&watcher_dir, &node_args(&listen_watcher, &[]));
     let listening = watcher.wait_for("the watcher to listen", |l| l["event"] == "listening");
     let watcher_address = format!(
         "{}/p2p/{}",
@@ -121,23 +117,21 @@ fn main() {
     let with_bootstrap = node_args(&listen_victim, &["--bootstrap", &watcher_address]);
     let without_bootstrap = node_args(&listen_victim, &[]);
 
-    let mut victim = start(tempfile::tempdir().unwrap(), &with_bootstrap);
+    let mut victim = start(&victim_dir, &with_bootstrap);
     let id = victim.node.peer_id.clone();
     watcher.state_after(&id, "active", 0);
 
     let (mut kill, mut restart_dial, mut silent, mut recover, mut restart_redial) =
         (vec![], vec![], vec![], vec![], vec![]);
+    // Dropping the victim kills it and waits for it; the new process has the same data directory, so the same key.
     let restart = |victim: Watched, args: &[String]| -> (Watched, u64) {
-        let Watched { mut node, .. } = victim;
-        let _ = node.child.kill();
-        let _ = node.child.wait();
-        let dir = std::mem::replace(&mut node.dir, tempfile::tempdir().unwrap());
+        drop(victim);
         let at = now_unix_ms();
-        (start(dir, args), at)
+        (start(&victim_dir, args), at)
     };
     for sample in 1..=samples {
         let at = now_unix_ms();
-        victim.node.signal("KILL");
+        signal::send(&victim.node.child, "KILL");
         kill.push(watcher.state_after(&id, "disconnected", at));
         let (restarted, at) = restart(victim, &with_bootstrap);
         victim = restarted;
@@ -148,14 +142,14 @@ fn main() {
             l["event"] == "ping" && l["peer"] == id.as_str()
         });
         let at = now_unix_ms();
-        victim.node.signal("STOP");
+        signal::send(&victim.node.child, "STOP");
         silent.push(watcher.state_after(&id, "disconnected", at));
         let at = now_unix_ms();
-        victim.node.signal("CONT");
+        signal::send(&victim.node.child, "CONT");
         recover.push(watcher.state_after(&id, "active", at));
 
         let at = now_unix_ms();
-        victim.node.signal("KILL");
+        signal::send(&victim.node.child, "KILL");
         watcher.state_after(&id, "disconnected", at);
         let (restarted, at) = restart(victim, &without_bootstrap);
         victim = restarted;

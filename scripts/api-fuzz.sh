@@ -4,8 +4,8 @@
 # Usage: scripts/api-fuzz.sh [MAX_EXAMPLES]   (default 25 per operation; uses target/debug/swarmnode, building it)
 # Left out of the fuzzing, with reasons:
 #   POST /v1/peers   would dial whatever addresses the generator invents (traffic must stay on our own machines);
-#                    tests/api.rs covers it with loopback addresses and invalid input.
-#   GET /v1/events   an endless stream by design; tests/api.rs reads it.
+#                    tests/it/api.rs covers it with loopback addresses and invalid input.
+#   GET /v1/events   an endless stream by design; tests/it/api.rs reads it.
 # And one check: negative_data_rejection (a request outside the schema must be refused). The schema promises a subset
 # of what the node accepts, because JSON Schema counts characters where the node counts bytes (a topic is 1-256 bytes:
 # the schema says 64 characters, which always fit), so a 100-letter ASCII topic is outside the schema yet valid.

@@ -1,11 +1,11 @@
 //! Test support: in-process nodes on 127.0.0.1 with ephemeral ports and temporary data directories, and helpers that
 //! wait for a condition with a generous deadline (never a fixed sleep: this machine is shared and noisy).
 
-#![allow(dead_code)] // Each test binary uses its own subset of these helpers.
-
 pub mod binary;
 pub mod netns;
+pub mod process;
 pub mod raw_peer;
+pub mod signal;
 
 use std::{future::Future, time::Duration};
 

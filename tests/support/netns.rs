@@ -3,25 +3,11 @@
 //! so this is how a test exercises it without multicasting on the machine's real interfaces. The namespaces (and
 //! with them the veth pair) are deleted on drop, also when the test fails.
 
-use std::{os::unix::fs::MetadataExt, process::Command};
+use std::process::Command;
 
 pub struct NamespacePair {
     pub names: [String; 2],
     pub addresses: [String; 2],
-}
-
-/// Whether this process may create namespaces; `Err` says why not.
-fn available() -> Result<(), String> {
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .map_err(|e| format!("cannot read /proc: {e}"))?;
-    if uid != 0 {
-        return Err("not running as root".into());
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(output) if output.status.success() => Ok(()),
-        _ => Err("the `ip` command (iproute2) is missing".into()),
-    }
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -41,17 +27,8 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl NamespacePair {
-    /// Creates the pair, or returns `None` after printing why it cannot (never under `CI=true`, where a skipped
-    /// test would hide a broken feature: there it panics instead).
-    pub fn create(tag: &str, subnet: u8) -> Option<NamespacePair> {
-        if let Err(reason) = available() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but namespaces are unavailable: {reason}"
-            );
-            println!("SKIPPED: needs network namespaces ({reason})");
-            return None;
-        }
+    /// Creates the pair, or fails the test with the `ip` command that failed (it needs root and iproute2).
+    pub fn create(tag: &str, subnet: u8) -> NamespacePair {
         let pid = std::process::id();
         let pair = NamespacePair {
             names: [format!("sn-{tag}-{pid}-a"), format!("sn-{tag}-{pid}-b")],
@@ -73,7 +50,7 @@ impl NamespacePair {
             Ok(())
         };
         // Dropping `pair` on failure removes whatever was created.
-        setup().unwrap_or_else(|e| panic!("cannot set up namespaces: {e}"));
+        setup().unwrap_or_else(|e| panic!("cannot set up network namespaces (root and iproute2 needed): {e}"));
         // A node started before the link is operationally up can lose its first mDNS packets; wait for carrier.
         let deadline = std::time::Instant::now() + super::DEADLINE;
         for (ns, dev) in pair.names.iter().zip(&veth) {
@@ -82,7 +59,7 @@ impl NamespacePair {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
-        Some(pair)
+        pair
     }
 }
 

@@ -160,15 +160,6 @@ impl RawPeer {
             }
         }
     }
-
-    /// Every event received so far, without waiting.
-    pub fn drain(&mut self) -> Vec<SwarmEvent<RawBehaviourEvent>> {
-        let mut events = Vec::new();
-        while let Ok(event) = self.events.try_recv() {
-            events.push(event);
-        }
-        events
-    }
 }
 
 /// Whether `event` is a gossip message delivered to the raw peer.

@@ -1,14 +1,13 @@
 //! Batching (`--batch-window`): concurrent publishes within the window travel as few gossip messages, and the
 //! receiver still delivers every message exactly once, each with its own id, in each publisher's order.
 
-mod support;
-
 use std::{collections::HashSet, time::Duration};
 
 use bytes::Bytes;
 use futures::future::join_all;
-use support::{TestNode, wait_for_subscribers};
 use swarmnode::node::{EventKind, PublishRequest};
+
+use crate::support::{TestNode, wait_for_subscribers};
 
 const TOPIC: &str = "swarmnode";
 const PER_PUBLISHER: usize = 40;

@@ -1,10 +1,9 @@
 //! A node's identity survives restarts, a damaged key stops it with a clear error, and two nodes cannot share one
 //! data directory.
 
-mod support;
-
-use support::{TestNode, test_config};
 use swarmnode::node;
+
+use crate::support::{TestNode, test_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_with_the_same_key_keeps_the_peer_id() {

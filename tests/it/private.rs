@@ -2,13 +2,16 @@
 //! key, cannot connect at all, either way; QUIC is left out; a malformed key file stops the node with the line at
 //! fault.
 
-mod support;
-
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use support::{TestNode, binary::swarmnode, wait_for_subscribers};
 use swarmnode::node::{EventKind, PublishRequest};
+
+use crate::support::{
+    TestNode,
+    binary::{RunningBinary, swarmnode},
+    wait_for_subscribers,
+};
 
 fn new_key(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     let path = dir.path().join(name);
@@ -98,7 +101,7 @@ fn a_malformed_swarm_key_stops_the_node_naming_the_line() {
 fn a_private_node_does_not_listen_on_quic() {
     let dir = tempfile::tempdir().unwrap();
     let key = new_key(&dir, "swarm.key");
-    let node = support::binary::RunningBinary::loopback(&[
+    let node = RunningBinary::loopback(&[
         "--listen",
         "/ip4/127.0.0.1/udp/0/quic-v1",
         "--swarm-key",

@@ -3,8 +3,6 @@
 //! short-lived connections on the TCP and QUIC ports leave the node running, within its memory bound, and serving
 //! its real peer.
 
-mod support;
-
 use std::{
     io::{Read, Write},
     net::{TcpStream, UdpSocket},
@@ -13,17 +11,18 @@ use std::{
 
 use bytes::Bytes;
 use libp2p::{identity::Keypair, multiaddr::Protocol, swarm::SwarmEvent};
-use support::{
-    TestNode,
-    binary::{RunningBinary, swarmnode},
-    eventually,
-    raw_peer::{RawBehaviourEvent, RawPeer, Signing},
-    wait_for_subscribers,
-};
 use swarmnode::{
     node::{EventKind, PublishRequest},
     time::now_unix_ms,
     wire::envelope::Envelope,
+};
+
+use crate::support::{
+    DEADLINE, TestNode,
+    binary::{RunningBinary, swarmnode},
+    eventually,
+    raw_peer::{RawBehaviourEvent, RawPeer, Signing},
+    wait_for_subscribers,
 };
 
 fn publish_request(text: String) -> PublishRequest {
@@ -94,7 +93,7 @@ async fn a_peer_sending_invalid_gossip_is_banned_while_honest_traffic_flows() {
     // Every honest message arrived, and the honest peer is still connected.
     let mut delivered = 0;
     while delivered < honest_sent {
-        let event = tokio::time::timeout(support::DEADLINE, deliveries.recv())
+        let event = tokio::time::timeout(DEADLINE, deliveries.recv())
             .await
             .unwrap_or_else(|_| panic!("{delivered} of {honest_sent} honest messages delivered"))
             .expect("no event missed");
@@ -196,7 +195,7 @@ fn garbage_and_half_open_connections_leave_the_node_serving() {
     const MEMORY_BOUND: u64 = 128 << 20;
     let mut node = RunningBinary::loopback(&["--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--dial-timeout", "2s"]);
     let (tcp_port, quic_port) = listen_ports(&node);
-    let pid = node.child.id();
+    let pid = node.process.child.id();
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut random_bytes = |n: usize| -> Vec<u8> {
         (0..n)
@@ -240,7 +239,7 @@ fn garbage_and_half_open_connections_leave_the_node_serving() {
     // Every half-open connection is closed by the node (read returns end of stream or an error), within a
     // generous deadline well past --dial-timeout.
     for mut stream in half_open {
-        stream.set_read_timeout(Some(support::DEADLINE)).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut buffer = [0u8; 256];
         loop {
             match stream.read(&mut buffer) {
@@ -250,13 +249,13 @@ fn garbage_and_half_open_connections_leave_the_node_serving() {
         }
     }
 
-    assert!(node.child.try_wait().unwrap().is_none(), "the node died");
+    assert!(node.process.child.try_wait().unwrap().is_none(), "the node died");
     let rss = rss_bytes(pid);
     eprintln!("resident memory after the abuse: {} MiB", rss >> 20);
     assert!(rss < MEMORY_BOUND, "the node uses {} MiB", rss >> 20);
 
     // Still serving a real peer: it connects, and its message is delivered.
-    let address = format!("/ip4/127.0.0.1/tcp/{tcp_port}/p2p/{}", node.peer_id);
+    let address = format!("/ip4/127.0.0.1/tcp/{tcp_port}/p2p/{}", node.peer_id());
     let peer = RunningBinary::loopback(&["--bootstrap", &address, "--stdin"]);
     peer.wait_for("the connection", |l| l["event"] == "connected");
     node.wait_for("the peer's subscription", |l| l["event"] == "subscribed");

@@ -1,14 +1,13 @@
 //! A swarm on loopback: nodes that know only one bootstrap peer find everyone through Kademlia, and a message
 //! published anywhere reaches every other node exactly once, intact.
 
-mod support;
-
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use libp2p::PeerId;
-use support::{TestNode, eventually, wait_for_subscribers};
 use swarmnode::node::{DiscoverySource, EventKind, PublishError, PublishRequest};
+
+use crate::support::{TestNode, eventually, wait_for_subscribers};
 
 const TOPIC: &str = "swarmnode";
 

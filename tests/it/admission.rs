@@ -3,17 +3,10 @@
 //! protocol) is refused, banned, never hears a message and never enters a member's routing table or becomes active;
 //! a node whose own certificate is invalid does not start. Allow and deny lists refuse peers at connection.
 
-mod support;
-
 use std::{path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use libp2p::{PeerId, identity::Keypair, request_response, swarm::SwarmEvent};
-use support::{
-    TestNode, eventually,
-    raw_peer::{RawBehaviourEvent, RawPeer, Signing},
-    wait_for_subscribers,
-};
 use swarmnode::{
     node::{self, EventKind, PublishRequest, RefusedBy},
     policy::liveness::PeerState,
@@ -23,6 +16,12 @@ use swarmnode::{
     wire::admission::{AdmissionRequest, AdmissionResponse},
 };
 use tempfile::TempDir;
+
+use crate::support::{
+    TestNode, eventually,
+    raw_peer::{RawBehaviourEvent, RawPeer, Signing},
+    test_config, wait_for_subscribers,
+};
 
 const HOUR: u64 = 3600;
 
@@ -306,7 +305,7 @@ async fn a_node_whose_own_certificate_cannot_admit_it_does_not_start() {
         (foreign_key, someone_elses, "is for peer"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = support::test_config(&dir);
+        let mut config = test_config(&dir);
         config.key_path = key;
         config.ca_cert = Some(ca.public_key());
         config.cert = Some(cert);
@@ -371,7 +370,8 @@ async fn deny_and_allow_lists_refuse_peers_at_connection() {
 #[test]
 fn the_ca_commands_issue_certificates_that_running_nodes_accept() {
     use std::os::unix::fs::PermissionsExt;
-    use support::binary::{RunningBinary, swarmnode};
+
+    use crate::support::binary::{RunningBinary, swarmnode};
 
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();

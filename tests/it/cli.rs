@@ -1,14 +1,16 @@
 //! The `swarmnode` binary as a user runs it: key commands, bad flags, the JSON event lines of `run`, a graceful exit
 //! on SIGTERM, and the README's three-node chat on loopback.
 
-mod support;
-
 use std::{
     io::Write,
     time::{Duration, Instant},
 };
 
-use support::binary::{RunningBinary, swarmnode};
+use crate::support::{
+    DEADLINE,
+    binary::{RunningBinary, swarmnode},
+    process::BINARY,
+};
 
 #[test]
 fn key_generate_writes_a_key_that_id_reads_and_refuses_to_overwrite() {
@@ -124,7 +126,7 @@ fn client_commands_drive_a_running_node() {
 
     let (ok, out, _) = client(&api, &["status"]);
     assert!(ok);
-    assert!(out.contains(&node.peer_id) && out.contains("swarmnode/"), "{out}");
+    assert!(out.contains(node.peer_id()) && out.contains("swarmnode/"), "{out}");
 
     let (ok, out, err) = client(&api, &["publish", "swarmnode", "too early"]);
     assert!(!ok, "{out}");
@@ -132,20 +134,20 @@ fn client_commands_drive_a_running_node() {
 
     let (ok, out, err) = client(&api, &["connect", &other_address]);
     assert!(ok, "{err}");
-    assert_eq!(out, format!("connected to {}\n", other.peer_id));
+    assert_eq!(out, format!("connected to {}\n", other.peer_id()));
     other.wait_for("the node to join the topic", |l| l["event"] == "subscribed");
 
     let (ok, out, _) = client(&api, &["peers"]);
     assert!(ok);
     let row = out
         .lines()
-        .find(|l| l.starts_with(&other.peer_id))
+        .find(|l| l.starts_with(other.peer_id()))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(row.contains("active") && row.contains("outbound"), "{row}");
     let (ok, out, _) = client(&api, &["peers", "--json"]);
     assert!(ok);
     let peers: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(peers[0]["peer"], other.peer_id.as_str());
+    assert_eq!(peers[0]["peer"], other.peer_id());
 
     node.wait_for("the other node's subscription", |l| l["event"] == "subscribed");
     let (ok, out, err) = client(&api, &["publish", "swarmnode", "from the cli", "--id", "cli-1"]);
@@ -167,9 +169,9 @@ fn client_commands_drive_a_running_node() {
 
     let (ok, out, _) = client(&api, &["diagnose"]);
     assert!(ok && out.contains("routing table"), "{out}");
-    let (ok, out, _) = client(&api, &["disconnect", &other.peer_id]);
+    let (ok, out, _) = client(&api, &["disconnect", other.peer_id()]);
     assert!(ok);
-    assert_eq!(out, format!("disconnected {}\n", other.peer_id));
+    assert_eq!(out, format!("disconnected {}\n", other.peer_id()));
     let (ok, _, err) = client(&api, &["disconnect", "nonsense"]);
     assert!(!ok && err.contains("not a peer id"), "{err}");
 }
@@ -195,7 +197,7 @@ fn subscribe_prints_each_message_of_the_topic_as_a_json_line() {
     let node = RunningBinary::loopback(&[]);
     let api = node.api.clone().unwrap();
     let mut publisher = RunningBinary::loopback(&["--topic", "news", "--stdin", "--bootstrap", &node.address()]);
-    let mut subscriber = std::process::Command::new(support::binary::BINARY)
+    let mut subscriber = std::process::Command::new(BINARY)
         .args(["subscribe", "news", "--api", &api])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -211,7 +213,7 @@ fn subscribe_prints_each_message_of_the_topic_as_a_json_line() {
         let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
         let _ = sender.send(line);
     });
-    let line = lines.recv_timeout(support::DEADLINE);
+    let line = lines.recv_timeout(DEADLINE);
     let _ = subscriber.kill();
     let _ = subscriber.wait();
     let line = line.expect("a line from subscribe");

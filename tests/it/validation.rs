@@ -2,21 +2,20 @@
 //! and publishes garbage and a forged envelope, which are rejected and counted by reason, then a valid envelope,
 //! which is delivered — the node keeps serving throughout.
 
-mod support;
-
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, SwarmBuilder, gossipsub, noise,
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux,
 };
-use support::{TestNode, eventually};
 use swarmnode::{
     node::{EventKind, message_id},
     time::now_unix_ms,
     wire::envelope::Envelope,
 };
 use tokio::sync::mpsc;
+
+use crate::support::{TestNode, eventually};
 
 const TOPIC: &str = "swarmnode";
 

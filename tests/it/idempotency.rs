@@ -2,11 +2,10 @@
 //! the first result back), and receivers deliver an (origin, id) once even when the publisher forgot it (restarted)
 //! and sent it again.
 
-mod support;
-
 use bytes::Bytes;
-use support::{TestNode, eventually, wait_for_subscribers};
 use swarmnode::node::{EventKind, PublishRequest};
+
+use crate::support::{TestNode, eventually, wait_for_subscribers};
 
 const TOPIC: &str = "swarmnode";
 

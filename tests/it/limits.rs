@@ -1,10 +1,9 @@
 //! Connection limits: a node at `--max-peers` refuses further connections, inbound and outbound, with a
 //! `connection_refused` event, and keeps serving the peers it has.
 
-mod support;
-
-use support::TestNode;
 use swarmnode::node::{Direction, EventKind};
+
+use crate::support::TestNode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_refuses_new_connections_both_ways_and_keeps_its_peer() {

@@ -1,14 +1,13 @@
 //! Every transport a default node offers works with a peer that has only that one: TCP with TLS 1.3 only, TCP with
 //! Noise only, and QUIC. A peer that shares no security protocol with another cannot connect to it at all.
 
-mod support;
-
 use libp2p::{Multiaddr, multiaddr::Protocol};
-use support::{TestNode, wait_for_subscribers};
 use swarmnode::{
     config::SecurityProtocol,
     node::{EventKind, PublishRequest},
 };
+
+use crate::support::{DEADLINE, TestNode, wait_for_subscribers};
 
 const TOPIC: &str = "swarmnode";
 
@@ -104,7 +103,7 @@ async fn a_dial_to_a_listener_that_never_answers_fails_after_the_dial_timeout() 
     // libp2p gives up by itself after 10 s; only the configured 500 ms can end the dial well before that (the
     // bound is 10 times the setting, for a noisy machine).
     let started = std::time::Instant::now();
-    let error = tokio::time::timeout(support::DEADLINE, node.handle.dial(address))
+    let error = tokio::time::timeout(DEADLINE, node.handle.dial(address))
         .await
         .expect("the dial ends")
         .expect_err("nobody answers");

@@ -3,12 +3,11 @@
 //! restarted on the same address and key within the backoff window becomes active again, one that shuts down
 //! gracefully is `left` and never redialled, and a frozen one is disconnected after the timeout.
 
-mod support;
-
-use std::{cell::RefCell, process::Command};
+use std::cell::RefCell;
 
 use serde_json::Value;
-use support::binary::{BINARY, RunningBinary};
+
+use crate::support::{binary::RunningBinary, signal};
 
 const FAST: [&str; 8] = [
     "--heartbeat",
@@ -63,7 +62,6 @@ struct Watched {
 
 fn watched(watcher_backoff: &str, victim_backoff: &str) -> Watched {
     let watcher = RunningBinary::spawn(
-        BINARY,
         &[],
         &args("/ip4/127.0.0.1/tcp/0", &["--reconnect-backoff", watcher_backoff]),
     );
@@ -76,8 +74,8 @@ fn watched(watcher_backoff: &str, victim_backoff: &str) -> Watched {
     .into_iter()
     .map(str::to_owned)
     .collect();
-    let victim = RunningBinary::spawn(BINARY, &[], &victim_args.iter().map(String::as_str).collect::<Vec<_>>());
-    let victim_id = victim.peer_id.clone();
+    let victim = RunningBinary::spawn(&[], &victim_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let victim_id = victim.peer_id().to_owned();
     let joined = states_until(&watcher, &victim_id, "active");
     assert_eq!(joined.last().unwrap().0, "new");
     Watched {
@@ -97,7 +95,7 @@ fn a_killed_peer_is_redialled_the_configured_number_of_times_then_removed() {
         victim_id,
         ..
     } = watched("100ms", "100ms");
-    victim.signal("KILL");
+    victim.signal_and_wait("KILL");
     let states = states_until(&watcher, &victim_id, "removed");
     let expected: Vec<(String, String, u64)> = [
         ("active", "disconnected", 0),
@@ -121,10 +119,10 @@ fn a_peer_restarted_within_the_backoff_window_becomes_active_again() {
         victim_args,
         ..
     } = watched("1s", "1s");
-    victim.signal("KILL");
+    victim.signal_and_wait("KILL");
     states_until(&watcher, &victim_id, "reconnecting");
     let restarted = victim.restart(&victim_args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(restarted.peer_id, victim_id, "same key, same peer id");
+    assert_eq!(restarted.peer_id(), victim_id, "same key, same peer id");
     let back = states_until(&watcher, &victim_id, "active");
     assert_eq!(back.last().unwrap().0, "reconnecting");
     assert!(!back.iter().any(|(_, to, _)| to == "removed"), "{back:?}");
@@ -140,10 +138,7 @@ fn a_peer_that_stays_connected_but_stops_answering_is_disconnected_after_the_tim
     } = watched("5s", "1s");
     // A frozen process: the kernel keeps its TCP connection open, but nothing answers a ping.
     let frozen_at = swarmnode::time::now_unix_ms();
-    Command::new("kill")
-        .args(["-STOP", &victim.child.id().to_string()])
-        .status()
-        .unwrap();
+    signal::send(&victim.process.child, "STOP");
     let timed_out = watcher.wait_for("the silent peer to time out", |l| {
         l["event"] == "peer_state" && l["peer"] == victim_id.as_str() && l["to"] == "disconnected"
     });
@@ -155,10 +150,7 @@ fn a_peer_that_stays_connected_but_stops_answering_is_disconnected_after_the_tim
         "disconnected after only {detected_after} ms of silence"
     );
 
-    Command::new("kill")
-        .args(["-CONT", &victim.child.id().to_string()])
-        .status()
-        .unwrap();
+    signal::send(&victim.process.child, "CONT");
     states_until(&watcher, &victim_id, "active");
     victim.terminate();
 }
@@ -185,17 +177,13 @@ fn a_peer_that_shuts_down_gracefully_is_left_and_not_redialled() {
 
     // Any redial would be scheduled the moment the connection closes, so every event about the victim is out before
     // the watcher reports a later connection: a newcomer's arrival fences them.
-    let newcomer = RunningBinary::spawn(
-        BINARY,
-        &[],
-        &args("/ip4/127.0.0.1/tcp/0", &["--bootstrap", &watcher_address]),
-    );
+    let newcomer = RunningBinary::spawn(&[], &args("/ip4/127.0.0.1/tcp/0", &["--bootstrap", &watcher_address]));
     let after_leave = RefCell::new(Vec::new());
     watcher.wait_for("the newcomer to connect", |l| {
         if l["peer"] == victim_id.as_str() {
             after_leave.borrow_mut().push(l.clone());
         }
-        l["event"] == "connected" && l["peer"] == newcomer.peer_id.as_str()
+        l["event"] == "connected" && l["peer"] == newcomer.peer_id()
     });
     let after_leave = after_leave.into_inner();
     assert!(

@@ -1,0 +1,20 @@
+//! The integration tests, one binary: a module per scenario, each driving in-process nodes or the real `swarmnode`
+//! binary on loopback (the mDNS test in network namespaces of its own), with the helpers of `tests/support/`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admission;
+mod api;
+mod batching;
+mod cli;
+mod hardening;
+mod idempotency;
+mod identity;
+mod limits;
+mod liveness;
+mod mdns;
+mod private;
+mod swarm;
+mod transports;
+mod validation;
