@@ -1,11 +1,9 @@
 //! A long-running node forgets peers that are gone: one that left (or was given up on) disappears from the peer table
 //! and from every other table after `--forget-after`, so what the node holds follows the peers it knows now.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{TestNode, eventually};
+use crate::support::{TestNode, eventually};
 use swarmnode::{node::EventKind, policy::liveness::PeerState};
 
 /// The value of `swarmnode_table_entries{table="NAME"}` in the node's Prometheus text.
