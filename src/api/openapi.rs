@@ -165,7 +165,8 @@ pub fn document() -> Value {
                         "200": ok(json!({"type": "object", "required": ["peer"], "properties": {"peer": {"type": "string"}}})),
                         "400": bad_request, "401": unauthorized,
                         "413": error_response("body too large"), "415": unsupported_media_type.clone(),
-                        "422": error_response("the dial failed"), "503": stopped}}
+                        "404": error_response("a peer given by id alone was not found in the DHT"),
+                        "422": error_response("the dial failed, or this node refused the connection"), "503": stopped}}
             },
             "/v1/peers/{peer}": {"delete": {"summary": "close every connection to a peer (it is then removed, not redialled)",
                 "operationId": "disconnectPeer",
@@ -179,7 +180,8 @@ pub fn document() -> Value {
             "/v1/topics/{topic}": {
                 "post": {"summary": "subscribe", "operationId": "subscribeTopic",
                     "parameters": [path_parameter("topic", "topic name", topic_schema())],
-                    "responses": {"200": ok(schema("TopicChange")), "400": bad_request, "401": unauthorized, "503": stopped}},
+                    "responses": {"200": ok(schema("TopicChange")), "400": bad_request, "401": unauthorized,
+                        "409": error_response("the node is in --max-topics topics already"), "503": stopped}},
                 "delete": {"summary": "unsubscribe", "operationId": "unsubscribeTopic",
                     "parameters": [path_parameter("topic", "topic name", topic_schema())],
                     "responses": {"200": ok(schema("TopicChange")), "400": bad_request, "401": unauthorized,
@@ -188,10 +190,11 @@ pub fn document() -> Value {
             "/v1/publish": {"post": {"summary": "publish one message", "operationId": "publish",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": schema("PublishRequest")}}},
                 "responses": {"200": ok(schema("Published")), "400": bad_request, "401": unauthorized,
-                    "409": error_response("no connected peer is subscribed to the topic yet, or gossipsub refused the message"),
+                    "409": error_response("no connected peer is subscribed to the topic yet, or the same message went out moments ago"),
                     "413": error_response("payload larger than --max-message-size allows"),
                     "415": unsupported_media_type,
-                    "503": stopped}}},
+                    "500": error_response("gossipsub failed to sign or encode the message"),
+                    "503": error_response("the node has stopped, or the send queues to every subscribed peer are full")}}},
             "/v1/events": {"get": {"summary": "the live event stream (Server-Sent Events)", "operationId": "events",
                 "parameters": [
                     {"name": "types", "in": "query", "required": false, "schema": {"type": "string"},

@@ -6,20 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p::{
-    Multiaddr, PeerId,
-    gossipsub::{self, IdentTopic, TopicHash},
-    kad::{self, QueryId},
-    swarm::{DialError, dial_opts::DialOpts},
-};
-use tokio::sync::oneshot;
-
 use super::{
     EventLoop,
     behaviour::{MAX_CONNECTIONS_PER_PEER, agent_version, protocols},
-    error::PublishError,
-    handle::Command,
-    swarm_events,
+    error::NodeError,
+    handle::{Command, Reply},
     views::{
         BootstrapStatus, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PublishRequest, Published,
         TopicInfo,
@@ -31,6 +22,12 @@ use crate::{
     time::now_unix_ms,
     wire::envelope::{DEFAULT_CONTENT_TYPE, Envelope},
 };
+use libp2p::{
+    Multiaddr, PeerId,
+    gossipsub::{IdentTopic, TopicHash},
+    kad::{self, QueryId},
+    swarm::{DialError, dial_opts::DialOpts},
+};
 
 /// A publish waiting for its gossip message to go out.
 #[derive(Debug)]
@@ -38,7 +35,7 @@ pub(super) struct PendingPublish {
     id: String,
     /// The caller chose the id, so the result is remembered for repeats.
     idempotent: bool,
-    reply: oneshot::Sender<Result<Published, PublishError>>,
+    reply: Reply<Published>,
 }
 
 impl EventLoop {
@@ -63,14 +60,24 @@ impl EventLoop {
                     let decisions = self.peers.dismissed(peer, "disconnected by operator");
                     self.apply(decisions);
                 }
-                let _ = reply.send(connected);
+                let _ = reply.send(if connected {
+                    Ok(())
+                } else {
+                    Err(NodeError::NotConnected { peer })
+                });
             }
             Command::Unsubscribe { topic, reply } => {
-                let result = check_topic(&topic).map(|()| {
-                    self.swarm
+                let result = check_topic(&topic).map_err(NodeError::invalid_topic).and_then(|()| {
+                    let left = self
+                        .swarm
                         .behaviour_mut()
                         .gossipsub
-                        .unsubscribe(&IdentTopic::new(&topic))
+                        .unsubscribe(&IdentTopic::new(&topic));
+                    if left {
+                        Ok(())
+                    } else {
+                        Err(NodeError::NotSubscribed { topic })
+                    }
                 });
                 let _ = reply.send(result);
             }
@@ -88,7 +95,7 @@ impl EventLoop {
     /// Publishes one envelope, or queues it for the current batch of its topic (`--batch-window`); the reply goes
     /// out when the gossip message does. A caller-chosen id seen within the dedup window gets the first result back,
     /// marked duplicate, and nothing is sent.
-    fn publish(&mut self, request: PublishRequest, reply: oneshot::Sender<Result<Published, PublishError>>) {
+    fn publish(&mut self, request: PublishRequest, reply: Reply<Published>) {
         let (topic, bytes, pending) = match self.prepare(request, reply) {
             Some(prepared) => prepared,
             None => return,
@@ -111,10 +118,10 @@ impl EventLoop {
     fn prepare(
         &mut self,
         request: PublishRequest,
-        reply: oneshot::Sender<Result<Published, PublishError>>,
+        reply: Reply<Published>,
     ) -> Option<(String, Vec<u8>, PendingPublish)> {
         if let Err(why) = check_topic(&request.topic) {
-            let _ = reply.send(Err(PublishError::InvalidTopic(why)));
+            let _ = reply.send(Err(NodeError::invalid_topic(why)));
             return None;
         }
         if let Some(id) = &request.id
@@ -130,7 +137,7 @@ impl EventLoop {
         let limit = self.config.max_payload_size();
         if request.payload.len() > limit {
             let size = request.payload.len();
-            let _ = reply.send(Err(PublishError::TooLarge { size, limit }));
+            let _ = reply.send(Err(NodeError::PayloadTooLarge { size, limit }));
             return None;
         }
         let content_type = request.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE);
@@ -155,7 +162,7 @@ impl EventLoop {
                 },
             )),
             Err(e) => {
-                let _ = reply.send(Err(PublishError::InvalidEnvelope(e.to_string())));
+                let _ = reply.send(Err(NodeError::InvalidMessage { reason: e.to_string() }));
                 None
             }
         }
@@ -170,13 +177,7 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .publish(topic, flush.message)
-            .map_err(|e| match e {
-                gossipsub::PublishError::NoPeersSubscribedToTopic => PublishError::NoPeers(flush.topic.clone()),
-                gossipsub::PublishError::Duplicate => {
-                    PublishError::Gossip("this exact envelope was already published".into())
-                }
-                other => PublishError::Gossip(format!("{other:?}")),
-            });
+            .map_err(|e| NodeError::from_publish(e, &flush.topic));
         for pending in flush.entries {
             let result = sent.clone().map(|message_id| Published {
                 id: pending.id,
@@ -206,13 +207,13 @@ impl EventLoop {
         }
     }
 
-    fn subscribe(&mut self, topic: &str) -> Result<(), String> {
-        check_topic(topic)?;
+    fn subscribe(&mut self, topic: &str) -> Result<(), NodeError> {
+        check_topic(topic).map_err(NodeError::invalid_topic)?;
         let max_topics = self.config.max_topics;
         self.swarm.behaviour_mut().join(topic, max_topics).map(|_| ())
     }
 
-    fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
+    fn dial(&mut self, address: Multiaddr, reply: Reply<PeerId>) {
         if let Some(peer) = bare_peer_id(&address) {
             if self.swarm.is_connected(&peer) {
                 let _ = reply.send(Ok(peer));
@@ -227,14 +228,14 @@ impl EventLoop {
     }
 
     /// Starts a dial whose outcome `reply` awaits: answered when the connection is up or has failed.
-    fn dial_for_caller(&mut self, opts: DialOpts, reply: oneshot::Sender<Result<PeerId, String>>) {
+    fn dial_for_caller(&mut self, opts: DialOpts, reply: Reply<PeerId>) {
         let connection = opts.connection_id();
         match self.start_dial(opts) {
             Ok(()) => {
                 self.pending_dials.insert(connection, reply);
             }
             Err(e) => {
-                let _ = reply.send(Err(swarm_events::dial_error_text(&e)));
+                let _ = reply.send(Err(NodeError::from_dial(&e)));
             }
         }
     }
@@ -276,12 +277,12 @@ impl EventLoop {
                         self.awaiting_connection.entry(wanted).or_default().push(reply);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(swarm_events::dial_error_text(&e)));
+                        let _ = reply.send(Err(NodeError::from_dial(&e)));
                     }
                 }
             }
             None => {
-                let _ = reply.send(Err(format!("peer {wanted} was not found in the DHT")));
+                let _ = reply.send(Err(NodeError::PeerNotFound { peer: wanted }));
             }
         }
     }

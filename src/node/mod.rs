@@ -32,12 +32,12 @@ use libp2p::{
 };
 use prometheus_client::registry::Registry;
 use tokio::{
-    sync::{broadcast, mpsc, oneshot},
+    sync::{broadcast, mpsc},
     task::JoinHandle,
 };
 
 pub use behaviour::{agent_version, message_id};
-pub use error::PublishError;
+pub use error::NodeError;
 pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
 pub use handle::NodeHandle;
 pub use transport::SecurityUpgrade;
@@ -50,7 +50,7 @@ use self::{
     admission::Membership,
     behaviour::{Behaviour, LEAVE_TIMEOUT},
     commands::PendingPublish,
-    handle::Command,
+    handle::{Command, Reply},
 };
 use crate::{
     config::NodeConfig,
@@ -246,11 +246,11 @@ struct EventLoop {
     /// Envelopes rejected in gossipsub validation, by reason.
     rejected: BTreeMap<&'static str, u64>,
     /// Dials requested through a handle, answered when the connection is established or fails.
-    pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    pending_dials: HashMap<ConnectionId, Reply<PeerId>>,
     /// Callers of a lookup dial whose peer another dial (the lookup's own) was already reaching: answered by its outcome.
-    awaiting_connection: HashMap<PeerId, Vec<oneshot::Sender<Result<PeerId, String>>>>,
+    awaiting_connection: HashMap<PeerId, Vec<Reply<PeerId>>>,
     /// Dials of a bare peer id, waiting for the DHT lookup that finds its addresses.
-    pending_lookups: HashMap<libp2p::kad::QueryId, (PeerId, oneshot::Sender<Result<PeerId, String>>)>,
+    pending_lookups: HashMap<libp2p::kad::QueryId, (PeerId, Reply<PeerId>)>,
     /// Dials this loop started (bootstrap, mDNS, handle). Any other outbound connection was dialled by Kademlia, the
     /// only behaviour here that dials on its own, which is how a peer found by a lookup is told apart.
     own_dials: HashSet<ConnectionId>,

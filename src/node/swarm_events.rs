@@ -21,6 +21,7 @@ use libp2p::{
 use super::{
     EventLoop, Identified,
     behaviour::BehaviourEvent,
+    error::NodeError,
     event::{Direction, DiscoverySource, EventKind, MessageData},
 };
 use crate::{
@@ -88,11 +89,11 @@ impl EventLoop {
                 }
                 self.own_dials.remove(&connection_id);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
-                    let _ = reply.send(Err(dial_error_text(&error)));
+                    let _ = reply.send(Err(NodeError::from_dial(&error)));
                 }
                 if let Some(peer) = peer_id {
                     for reply in self.awaiting_connection.remove(&peer).unwrap_or_default() {
-                        let _ = reply.send(Err(dial_error_text(&error)));
+                        let _ = reply.send(Err(NodeError::from_dial(&error)));
                     }
                     let decisions = self.peers.dial_failed(peer, Instant::now());
                     self.apply(decisions);
@@ -477,14 +478,6 @@ fn denial_label(cause: &ConnectionDenied) -> &'static str {
         "blocked"
     } else {
         "other"
-    }
-}
-
-/// A dial error as a caller should read it: `DialError`'s text omits a denial's reason.
-pub(super) fn dial_error_text(error: &DialError) -> String {
-    match error {
-        DialError::Denied { cause } => format!("connection refused: {}", denial_reason(cause)),
-        other => other.to_string(),
     }
 }
 
