@@ -48,13 +48,10 @@ impl EventFilter {
                     .map(str::trim)
                     .filter(|name| !name.is_empty())
                     .map(|name| {
-                        EventKind::NAMES
-                            .iter()
-                            .copied()
-                            .find(|known| *known == name)
-                            .ok_or_else(|| {
-                                format!("unknown event type {name:?}; known: {}", EventKind::NAMES.join(", "))
-                            })
+                        EventKind::names().find(|known| *known == name).ok_or_else(|| {
+                            let known: Vec<&str> = EventKind::names().collect();
+                            format!("unknown event type {name:?}; known: {}", known.join(", "))
+                        })
                     })
                     .collect::<Result<HashSet<_>, _>>()?,
             ),

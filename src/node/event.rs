@@ -43,9 +43,11 @@ pub enum Direction {
     Outbound,
 }
 
-/// The events of `swarmnode run`'s stdout, one JSON object per line, tagged by `"event"`.
-#[derive(Debug, Clone, Serialize)]
+/// The events of `swarmnode run`'s stdout, one JSON object per line, tagged by `"event"`. Each variant's name
+/// (`name`, `names`) is derived from the enum by the same snake_case rule serde applies to the tag.
+#[derive(Debug, Clone, Serialize, strum::IntoStaticStr, strum::VariantNames)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     /// The node accepts connections on `address`.
     Listening {
@@ -151,40 +153,21 @@ pub enum RefusedBy {
 }
 
 impl EventKind {
-    /// Every event name, as the `"event"` field and the API's `?types=` filter spell them (`lagged` is the stream's
-    /// own notice that a reader fell behind).
-    pub const NAMES: [&'static str; 13] = [
-        "listening",
-        "discovered",
-        "connected",
-        "connection_refused",
-        "disconnected",
-        "subscribed",
-        "message",
-        "peer_state",
-        "ping",
-        "peer_admitted",
-        "peer_refused",
-        "peer_banned",
-        "lagged",
-    ];
+    /// The name of the event streams send when a reader fell behind (not a node event: the stream's own notice).
+    pub const LAGGED: &'static str = "lagged";
+
+    /// Every event name, as the `"event"` field and the API's `?types=` filter spell them: each variant's, then
+    /// `lagged`.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        <Self as strum::VariantNames>::VARIANTS
+            .iter()
+            .copied()
+            .chain([Self::LAGGED])
+    }
 
     /// This event's name (its `"event"` field).
     pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::Listening { .. } => "listening",
-            EventKind::Discovered { .. } => "discovered",
-            EventKind::Connected { .. } => "connected",
-            EventKind::ConnectionRefused { .. } => "connection_refused",
-            EventKind::Disconnected { .. } => "disconnected",
-            EventKind::Subscribed { .. } => "subscribed",
-            EventKind::Message { .. } => "message",
-            EventKind::PeerState { .. } => "peer_state",
-            EventKind::Ping { .. } => "ping",
-            EventKind::PeerAdmitted { .. } => "peer_admitted",
-            EventKind::PeerRefused { .. } => "peer_refused",
-            EventKind::PeerBanned { .. } => "peer_banned",
-        }
+        self.into()
     }
 
     /// The topic the event is about, for events that have one.
@@ -356,10 +339,13 @@ mod tests {
                 duration_ms: 1,
             },
         ];
+        let names: Vec<&str> = kinds.iter().map(EventKind::name).collect();
+        let mut every: Vec<&str> = EventKind::names().collect();
+        assert_eq!(every.pop(), Some(EventKind::LAGGED));
+        assert_eq!(names, every, "one sample of each variant, in declaration order");
         for kind in kinds {
             let name = kind.name();
             assert_eq!(json(kind)["event"], name);
-            assert!(EventKind::NAMES.contains(&name));
         }
     }
 }
