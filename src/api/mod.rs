@@ -4,6 +4,7 @@
 //! constant time). The route table below is the one place routes are declared: the router is built from it, and a
 //! test holds the OpenAPI document to it.
 
+mod bodies;
 mod error;
 mod events;
 pub mod openapi;
@@ -23,7 +24,10 @@ use axum::{
 use subtle::ConstantTimeEq;
 use tokio::{net::TcpListener, task::JoinHandle};
 
-pub use self::error::ApiError;
+pub use self::{
+    bodies::{ConnectBody, Connected, Disconnected, ErrorBody, ErrorDetail, PublishBody, TopicChange},
+    error::ApiError,
+};
 use crate::{metrics::ApiRequestLabels, node::NodeHandle};
 
 /// Where the API listens and the token it requires, if any.

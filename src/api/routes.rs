@@ -12,10 +12,10 @@ use axum::{
 use base64::Engine;
 use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
-use serde::{Deserialize, Serialize};
 
 use super::{
     ApiState,
+    bodies::{ConnectBody, Connected, Disconnected, PublishBody, TopicChange},
     error::{ApiError, ApiJson},
 };
 use crate::node::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo};
@@ -30,17 +30,6 @@ pub async fn peers(State(state): State<ApiState>) -> ApiResult<Vec<PeerInfo>> {
     Ok(Json(state.handle.peers().await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectBody {
-    address: String,
-}
-
-#[derive(Serialize)]
-pub struct Connected {
-    peer: String,
-}
-
 pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<ConnectBody>) -> ApiResult<Connected> {
     let address: Multiaddr = body
         .address
@@ -48,12 +37,6 @@ pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<Conne
         .map_err(|e| ApiError::bad_request("invalid_address", format!("{:?} is not a multiaddr: {e}", body.address)))?;
     let peer = state.handle.dial(address).await?;
     Ok(Json(Connected { peer: peer.to_string() }))
-}
-
-#[derive(Serialize)]
-pub struct Disconnected {
-    peer: String,
-    disconnected: bool,
 }
 
 pub async fn disconnect(State(state): State<ApiState>, Path(peer): Path<String>) -> ApiResult<Disconnected> {
@@ -71,12 +54,6 @@ pub async fn topics(State(state): State<ApiState>) -> ApiResult<Vec<TopicInfo>> 
     Ok(Json(state.handle.topics().await?))
 }
 
-#[derive(Serialize)]
-pub struct TopicChange {
-    topic: String,
-    subscribed: bool,
-}
-
 pub async fn subscribe(State(state): State<ApiState>, Path(topic): Path<String>) -> ApiResult<TopicChange> {
     state.handle.subscribe(&topic).await?;
     Ok(Json(TopicChange {
@@ -91,17 +68,6 @@ pub async fn unsubscribe(State(state): State<ApiState>, Path(topic): Path<String
         topic,
         subscribed: false,
     }))
-}
-
-/// `POST /v1/publish`: exactly one of `data` (text) and `data_base64` (bytes).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishBody {
-    topic: String,
-    data: Option<String>,
-    data_base64: Option<String>,
-    content_type: Option<String>,
-    id: Option<String>,
 }
 
 pub async fn publish(State(state): State<ApiState>, ApiJson(body): ApiJson<PublishBody>) -> ApiResult<Published> {

@@ -303,7 +303,11 @@ impl EventLoop {
             connected_peers: self.swarm.connected_peers().copied().collect(),
             routing_table: self.swarm.behaviour_mut().routing_table_peers(),
             topics,
-            rejected_messages: self.rejected.clone(),
+            rejected_messages: self
+                .rejected
+                .iter()
+                .map(|(reason, n)| ((*reason).to_owned(), *n))
+                .collect(),
             duplicate_ids: self.metrics.duplicates.get(),
         }
     }
@@ -338,7 +342,7 @@ impl EventLoop {
                 attempt: entry.attempt,
                 next_retry_ms: entry.next_retry.map(|at| ms(at.saturating_duration_since(now))),
                 sources: self.discoveries.sources(peer),
-                reason: entry.removed_because,
+                reason: entry.removed_because.map(str::to_owned),
                 bootstrap: entry.bootstrap,
                 admitted: self.membership.as_ref().map(|m| m.admissions.is_member(peer)),
                 member_name: self

@@ -21,8 +21,8 @@ pub enum NodeError {
     InvalidTopic { reason: String },
     /// A subscription beyond `--max-topics`.
     #[error(
-        "this node is already in {limit} topics, its --max-topics: leave one first, or run the node with a larger \
-         --max-topics"
+        "this node is in {limit} topic(s) already, the most its --max-topics allows: leave one first, or run the node \
+         with a larger --max-topics"
     )]
     TooManyTopics { limit: usize },
     /// An unsubscribe from a topic we are not in.
@@ -62,7 +62,7 @@ pub enum NodeError {
     )]
     PeerNotFound { peer: PeerId },
     /// The dial went out and failed: nothing listening, a timeout, no common protocol, another peer at the address.
-    #[error("could not connect: {reason}")]
+    #[error("could not connect: {reason}; check the address and that the peer is running")]
     DialFailed { reason: String },
     /// A disconnect of a peer we have no connection to.
     #[error("peer {peer} is not connected")]
@@ -149,13 +149,13 @@ impl NodeError {
     }
 }
 
-/// An error and its sources, outermost first, as libp2p's transports nest them (an outer error often shows nothing
-/// of its own, or repeats its cause).
+/// An error and its sources on one line, outermost first, as libp2p's transports nest them (an outer error often
+/// shows nothing of its own, or repeats its cause).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = String::new();
     let mut next = Some(error);
     while let Some(cause) = next {
-        let cause_text = cause.to_string();
+        let cause_text = one_line(&cause.to_string());
         if !cause_text.is_empty() && !text.ends_with(&cause_text) {
             if !text.is_empty() {
                 text.push_str(": ");
@@ -165,6 +165,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         next = cause.source();
     }
     text
+}
+
+/// A multi-line error text ("Multiple dial errors occurred:" and a ` - ` line per error) as one line.
+fn one_line(text: &str) -> String {
+    let mut parts = text
+        .lines()
+        .map(|line| line.trim().trim_start_matches("- "))
+        .filter(|line| !line.is_empty());
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    for part in parts {
+        out.push_str(if out.ends_with(':') { " " } else { "; " });
+        out.push_str(part);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -212,6 +226,15 @@ mod tests {
         assert!(
             text.contains(&obtained.to_string()) && text.contains("/ip4/127.0.0.1/tcp/1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn several_failed_attempts_read_as_one_line() {
+        let text = "Multiple dial errors occurred:\n - Connection refused (os error 111)\n - Connection reset";
+        assert_eq!(
+            one_line(text),
+            "Multiple dial errors occurred: Connection refused (os error 111); Connection reset"
         );
     }
 

@@ -1,10 +1,11 @@
 //! What the node reports: `Event` (a timestamped `EventKind`) on the broadcast channel, which the stdout printer,
 //! the SSE stream and tests consume, and its JSON form (peer ids and addresses as text, payloads as text or base64).
+//! The text helpers at the end (`display*` to write, `parse*` to read) serve the views too.
 
 use base64::Engine;
 use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
-use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, ser::SerializeMap};
 
 use crate::{policy::liveness::PeerState, time::now_unix_ms};
 
@@ -26,7 +27,7 @@ impl Event {
 }
 
 /// How a peer came to our attention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscoverySource {
     Mdns,
@@ -36,7 +37,7 @@ pub enum DiscoverySource {
 }
 
 /// Which side opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Inbound,
@@ -218,6 +219,39 @@ pub(crate) fn display_option<T: std::fmt::Display, S: Serializer>(
 
 pub(crate) fn display_all<T: std::fmt::Display, S: Serializer>(values: &[T], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(values.iter().map(ToString::to_string))
+}
+
+/// Reads what `display` wrote.
+pub(crate) fn parse<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+where
+    T: std::str::FromStr<Err: std::fmt::Display>,
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|e| D::Error::custom(format!("{text:?}: {e}")))
+}
+
+/// Reads what `display_option` wrote.
+pub(crate) fn parse_option<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: std::str::FromStr<Err: std::fmt::Display>,
+    D: Deserializer<'de>,
+{
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| text.parse().map_err(|e| D::Error::custom(format!("{text:?}: {e}"))))
+        .transpose()
+}
+
+/// Reads what `display_all` wrote.
+pub(crate) fn parse_all<'de, T, D>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    T: std::str::FromStr<Err: std::fmt::Display>,
+    D: Deserializer<'de>,
+{
+    Vec::<String>::deserialize(deserializer)?
+        .into_iter()
+        .map(|text| text.parse().map_err(|e| D::Error::custom(format!("{text:?}: {e}"))))
+        .collect()
 }
 
 #[cfg(test)]
