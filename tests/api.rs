@@ -492,7 +492,7 @@ async fn every_documented_route_answers() {
     let node = ApiNode::start(|_| {}, None).await;
     let (status, document) = node.call(Method::GET, "/v1/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(document["openapi"], "3.0.3");
+    assert_eq!(document["openapi"], "3.1.0");
     for (method, path) in api::openapi::documented_routes(&document) {
         let path = path.replace("{peer}", "not-a-peer").replace("{topic}", "probe");
         let method: Method = method.parse().unwrap();

@@ -1,7 +1,8 @@
 //! The `/v1` handlers: each turns a request into one `NodeHandle` call and its answer into JSON, or its `NodeError`
 //! into the API's error (`error.rs` maps them). What only HTTP can get wrong is checked here (peer ids and addresses
 //! that do not parse, the publish body); the node checks the rest (topics, dialable addresses, sizes) for every
-//! caller alike.
+//! caller alike. Each handler's `#[utoipa::path]` is its entry in the OpenAPI document: method, path, parameters and
+//! every status it answers with, the error codes named in each status's description.
 
 use axum::{
     Json,
@@ -15,21 +16,46 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::{
     ApiState,
-    bodies::{ConnectBody, Connected, Disconnected, PublishBody, TopicChange},
+    bodies::{ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange, TopicName},
     error::{ApiError, ApiJson},
 };
 use crate::node::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// The node: peer id, agent, addresses, protocols, uptime, topics.
+#[utoipa::path(get, path = "/v1/node", operation_id = "getNode", responses(
+    (status = 200, description = "OK", body = NodeStatus),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn node(State(state): State<ApiState>) -> ApiResult<NodeStatus> {
     Ok(Json(state.handle.status().await?))
 }
 
+/// Every peer in the peer table.
+#[utoipa::path(get, path = "/v1/peers", operation_id = "listPeers", responses(
+    (status = 200, description = "OK", body = Vec<PeerInfo>),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn peers(State(state): State<ApiState>) -> ApiResult<Vec<PeerInfo>> {
     Ok(Json(state.handle.peers().await?))
 }
 
+/// Dial an address (or a bare /p2p/<id>, looked up in the DHT first) and wait for the outcome.
+#[utoipa::path(post, path = "/v1/peers", operation_id = "connectPeer", request_body = ConnectBody, responses(
+    (status = 200, description = "connected", body = Connected),
+    (status = 400, description = "invalid_json, invalid_address: the body or the address is malformed, or no \
+        transport of this node dials the address", body = ErrorBody),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 404, description = "peer_not_found: a peer given by id alone was not found in the DHT", body = ErrorBody),
+    (status = 413, description = "too_large: the body is too large", body = ErrorBody),
+    (status = 415, description = "unsupported_media_type: the body is not sent as application/json", body = ErrorBody),
+    (status = 422, description = "dial_failed: the dial failed; connection_refused: a limit, the allow or deny list \
+        or a ban of this node refused it", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<ConnectBody>) -> ApiResult<Connected> {
     let address: Multiaddr = body
         .address
@@ -39,6 +65,17 @@ pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<Conne
     Ok(Json(Connected { peer: peer.to_string() }))
 }
 
+/// Close every connection to a peer (it is then removed, not redialled).
+#[utoipa::path(delete, path = "/v1/peers/{peer}", operation_id = "disconnectPeer",
+    params(("peer" = String, Path, description = "peer id (ed25519 or secp256k1 keys)",
+        pattern = "^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45})$")),
+    responses(
+        (status = 200, description = "disconnected", body = Disconnected),
+        (status = 400, description = "invalid_peer_id: not a peer id", body = ErrorBody),
+        (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+        (status = 404, description = "not_connected: the peer is not connected", body = ErrorBody),
+        (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+    ))]
 pub async fn disconnect(State(state): State<ApiState>, Path(peer): Path<String>) -> ApiResult<Disconnected> {
     let id: PeerId = peer
         .parse()
@@ -50,10 +87,27 @@ pub async fn disconnect(State(state): State<ApiState>, Path(peer): Path<String>)
     }))
 }
 
+/// Our topics with their mesh and subscribed peers.
+#[utoipa::path(get, path = "/v1/topics", operation_id = "listTopics", responses(
+    (status = 200, description = "OK", body = Vec<TopicInfo>),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn topics(State(state): State<ApiState>) -> ApiResult<Vec<TopicInfo>> {
     Ok(Json(state.handle.topics().await?))
 }
 
+/// Subscribe.
+#[utoipa::path(post, path = "/v1/topics/{topic}", operation_id = "subscribeTopic",
+    params(("topic" = TopicName, Path, description = "topic name")),
+    responses(
+        (status = 200, description = "subscribed (also when it already was)", body = TopicChange),
+        (status = 400, description = "invalid_topic: not a topic name", body = ErrorBody),
+        (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+        (status = 409, description = "too_many_topics: the node is in --max-topics topics already", body = ErrorBody),
+        (status = 500, description = "gossip_failed: gossipsub could not join the topic", body = ErrorBody),
+        (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+    ))]
 pub async fn subscribe(State(state): State<ApiState>, Path(topic): Path<String>) -> ApiResult<TopicChange> {
     state.handle.subscribe(&topic).await?;
     Ok(Json(TopicChange {
@@ -62,6 +116,16 @@ pub async fn subscribe(State(state): State<ApiState>, Path(topic): Path<String>)
     }))
 }
 
+/// Unsubscribe.
+#[utoipa::path(delete, path = "/v1/topics/{topic}", operation_id = "unsubscribeTopic",
+    params(("topic" = TopicName, Path, description = "topic name")),
+    responses(
+        (status = 200, description = "unsubscribed", body = TopicChange),
+        (status = 400, description = "invalid_topic: not a topic name", body = ErrorBody),
+        (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+        (status = 404, description = "not_subscribed: the node is not in this topic", body = ErrorBody),
+        (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+    ))]
 pub async fn unsubscribe(State(state): State<ApiState>, Path(topic): Path<String>) -> ApiResult<TopicChange> {
     state.handle.unsubscribe(&topic).await?;
     Ok(Json(TopicChange {
@@ -70,6 +134,20 @@ pub async fn unsubscribe(State(state): State<ApiState>, Path(topic): Path<String
     }))
 }
 
+/// Publish one message.
+#[utoipa::path(post, path = "/v1/publish", operation_id = "publish", request_body = PublishBody, responses(
+    (status = 200, description = "published, or a repeat of an id within the dedup window (duplicate)", body = Published),
+    (status = 400, description = "invalid_json, invalid_data, invalid_base64, invalid_topic, invalid_message: the \
+        body, its payload, topic, id or content type is malformed", body = ErrorBody),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 409, description = "no_peers: no connected peer is subscribed to the topic yet; duplicate_message: the \
+        same message went out moments ago", body = ErrorBody),
+    (status = 413, description = "too_large: the payload is larger than --max-message-size allows", body = ErrorBody),
+    (status = 415, description = "unsupported_media_type: the body is not sent as application/json", body = ErrorBody),
+    (status = 500, description = "gossip_failed: gossipsub could not sign or encode the message", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped; queues_full: the send queues to every \
+        subscribed peer are full", body = ErrorBody),
+))]
 pub async fn publish(State(state): State<ApiState>, ApiJson(body): ApiJson<PublishBody>) -> ApiResult<Published> {
     let payload = match (body.data, body.data_base64) {
         (Some(text), None) => Bytes::from(text),
@@ -85,7 +163,7 @@ pub async fn publish(State(state): State<ApiState>, ApiJson(body): ApiJson<Publi
         }
     };
     let request = PublishRequest {
-        topic: body.topic,
+        topic: body.topic.0,
         payload,
         content_type: body.content_type,
         id: body.id,
@@ -93,11 +171,24 @@ pub async fn publish(State(state): State<ApiState>, ApiJson(body): ApiJson<Publi
     Ok(Json(state.handle.publish(request).await?))
 }
 
+/// What to check when discovery fails.
+#[utoipa::path(get, path = "/v1/diagnose", operation_id = "diagnose", responses(
+    (status = 200, description = "OK", body = Diagnosis),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn diagnose(State(state): State<ApiState>) -> ApiResult<Diagnosis> {
     Ok(Json(state.handle.diagnose().await?))
 }
 
-/// Prometheus text: libp2p's metrics and ours, with the peers-by-state gauge taken from the peer table now.
+/// Prometheus metrics (OpenMetrics text): libp2p's and swarmnode's.
+///
+/// The peers-by-state gauge is taken from the peer table at each scrape.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", responses(
+    (status = 200, description = "OK", content_type = "application/openmetrics-text", body = String),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let peers = state.handle.peers().await?;
     let metrics = state.handle.metrics();
@@ -111,6 +202,11 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
     ))
 }
 
-pub async fn openapi() -> Json<serde_json::Value> {
-    Json(super::openapi::document())
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "openapi", responses(
+    (status = 200, description = "OK", body = Object),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+))]
+pub async fn openapi(State(state): State<ApiState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(state.openapi.as_ref().clone())
 }

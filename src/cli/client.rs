@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    api::{ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange},
+    api::{ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange, TopicName},
     cli::{ClientArgs, ClientCommand as Command},
     config::MAX_MESSAGE_SIZE,
     node::{Diagnosis, NodeStatus, PeerInfo, Published},
@@ -192,7 +192,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 Some(text) => text.to_owned(),
             };
             let body = PublishBody {
-                topic,
+                topic: TopicName(topic),
                 data: Some(data),
                 data_base64: None,
                 content_type: Some(content_type.unwrap_or_else(|| crate::wire::envelope::TEXT_CONTENT_TYPE.to_owned())),

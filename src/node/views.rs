@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::event::{Direction, DiscoverySource, display, display_all, display_option, parse, parse_all, parse_option};
 use crate::policy::liveness::PeerState;
@@ -23,7 +24,7 @@ pub struct PublishRequest {
 }
 
 /// What a successful publish produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Published {
     /// The envelope id receivers see.
     pub id: String,
@@ -37,23 +38,28 @@ pub struct Published {
 }
 
 /// What the node looks like right now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeStatus {
     #[serde(serialize_with = "display", deserialize_with = "parse")]
+    #[schema(value_type = String)]
     pub peer_id: PeerId,
     pub agent: String,
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub listen_addresses: Vec<Multiaddr>,
     /// Addresses other peers reported seeing us at (identify), confirmed or not.
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub external_addresses: Vec<Multiaddr>,
     /// The protocols this node speaks.
     pub protocols: Vec<String>,
     pub uptime_ms: u64,
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub connected_peers: Vec<PeerId>,
     /// Peers in the Kademlia routing table.
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub routing_table: Vec<PeerId>,
     /// Our topics and, for each, the peers known to be subscribed.
     pub topics: BTreeMap<String, usize>,
@@ -64,55 +70,70 @@ pub struct NodeStatus {
 }
 
 /// One row of the peer table, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PeerInfo {
     #[serde(serialize_with = "display", deserialize_with = "parse")]
+    #[schema(value_type = String)]
     pub peer: PeerId,
     pub state: PeerState,
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub addresses: Vec<Multiaddr>,
     /// Who opened the first current connection; null when not connected.
+    #[schema(required)]
     pub direction: Option<Direction>,
+    #[schema(required)]
     pub rtt_ms: Option<f64>,
+    #[schema(required)]
     pub smoothed_rtt_ms: Option<f64>,
     /// When we last heard from the peer (unix ms).
     pub last_seen: u64,
     /// The reconnect attempt (0 outside reconnecting) and the time to the next redial.
     pub attempt: u32,
+    #[schema(required)]
     pub next_retry_ms: Option<u64>,
     /// How the peer came to our attention, first source first.
     pub sources: Vec<DiscoverySource>,
     /// Why the peer was removed or left, while it is.
+    #[schema(required)]
     pub reason: Option<String>,
     pub bootstrap: bool,
     /// With a CA: whether the peer showed a valid certificate (null without a CA).
+    #[schema(required)]
     pub admitted: Option<bool>,
     /// The name in its certificate, when admitted with one.
+    #[schema(required)]
     pub member_name: Option<String>,
     /// Its gossipsub score, while connected.
+    #[schema(required)]
     pub gossip_score: Option<f64>,
     /// What it reported through identify, while connected: its agent (`swarmnode/0.1.0`, `py-libp2p/…`) and the
     /// protocols it speaks.
+    #[schema(required)]
     pub agent_version: Option<String>,
     pub protocols: Vec<String>,
 }
 
 /// One of our topics: the peers gossipsub keeps in its mesh for it, and every peer known to be subscribed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TopicInfo {
     pub topic: String,
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub mesh_peers: Vec<PeerId>,
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub subscribed_peers: Vec<PeerId>,
 }
 
 /// What an operator needs when peers do not find each other.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Diagnosis {
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub listen_addresses: Vec<Multiaddr>,
     #[serde(serialize_with = "display_all", deserialize_with = "parse_all")]
+    #[schema(value_type = Vec<String>)]
     pub external_addresses: Vec<Multiaddr>,
     pub mdns_enabled: bool,
     /// This machine's network interfaces, and whether mDNS runs on each.
@@ -125,7 +146,7 @@ pub struct Diagnosis {
     pub connections: ConnectionCounts,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InterfaceStatus {
     pub name: String,
     pub addresses: Vec<String>,
@@ -133,18 +154,20 @@ pub struct InterfaceStatus {
     pub mdns: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BootstrapStatus {
     #[serde(serialize_with = "display", deserialize_with = "parse")]
+    #[schema(value_type = String)]
     pub address: Multiaddr,
     /// The peer id, when the address carried one or a connection taught it.
     #[serde(serialize_with = "display_option", deserialize_with = "parse_option")]
+    #[schema(value_type = Option<String>, required)]
     pub peer: Option<PeerId>,
     pub connected: bool,
 }
 
 /// Connections now against the configured limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConnectionCounts {
     pub established_incoming: u32,
     pub established_outgoing: u32,
