@@ -1,8 +1,8 @@
 //! Prometheus metrics, all in one registry per node: libp2p's own (every swarm event, Kademlia, gossipsub, identify
 //! and ping events, bytes in and out per transport protocol; prefix `libp2p_`) and ours (prefix `swarmnode_`). The
 //! event loop and the API record into the handles below, which are cheap to clone and need no lock; `GET /metrics`
-//! encodes the registry. The event loop sets the peers-by-state and table-size gauges from cheap counts on every
-//! housekeeping tick (100 ms), so a scrape costs the loop nothing.
+//! encodes the registry. The event loop sets the peers-by-state gauge whenever a peer changes state and the table-size
+//! gauges on every housekeeping tick (100 ms), from counts the tables keep, so a scrape costs the loop nothing.
 
 use std::sync::Arc;
 

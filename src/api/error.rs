@@ -1,6 +1,8 @@
 //! Errors as the API returns them: `{"error": {"code", "message"}}` with the status that says whose fault it is
-//! (400 bad input, 401 no or wrong token, 404 unknown, 409 the swarm's state refuses it (no subscribed peer yet),
-//! 413 too large, 422 a dial that failed, 503 the node has stopped). Extractor rejections (malformed JSON, unknown fields, bad query strings) come out in the same shape, so a
+//! (400 bad input, 401 no or wrong token, 404 unknown, 409 the node's or the swarm's state refuses it (no subscribed
+//! peer yet, --max-topics reached), 413 too large, 422 a dial that failed, 500 gossipsub itself failed, 503 the node
+//! has stopped or its send queues are full). `From<NodeError>` is the one mapping of node errors to statuses and
+//! codes. Extractor rejections (malformed JSON, unknown fields, bad query strings) come out in the same shape, so a
 //! client parses one error format.
 
 use axum::{
@@ -12,9 +14,10 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
-use crate::node::PublishError;
+use super::bodies::{ErrorBody, ErrorDetail};
+use crate::node::NodeError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -40,47 +43,46 @@ impl ApiError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-
-    /// The node's event loop has stopped (the process is shutting down).
-    pub fn stopped() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "node_stopped", "the node has stopped")
-    }
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
-}
-
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: &'a str,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Detail {
-                code: self.code,
-                message: &self.message,
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
             },
         };
         (self.status, Json(body)).into_response()
     }
 }
 
-impl From<PublishError> for ApiError {
-    fn from(error: PublishError) -> Self {
-        let (status, code) = match &error {
-            PublishError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            PublishError::InvalidTopic(_) => (StatusCode::BAD_REQUEST, "invalid_topic"),
-            PublishError::InvalidEnvelope(_) => (StatusCode::BAD_REQUEST, "invalid_message"),
-            // The swarm's state, not the server's fault: nobody to send to yet.
-            PublishError::NoPeers(_) => (StatusCode::CONFLICT, "no_peers"),
-            PublishError::Gossip(_) => (StatusCode::CONFLICT, "not_published"),
-            PublishError::NodeStopped => (StatusCode::SERVICE_UNAVAILABLE, "node_stopped"),
-        };
+/// The status and code of each node error: the one place they are decided.
+fn status_and_code(error: &NodeError) -> (StatusCode, &'static str) {
+    match error {
+        NodeError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "node_stopped"),
+        NodeError::InvalidTopic { .. } => (StatusCode::BAD_REQUEST, "invalid_topic"),
+        // The node's own state refuses it until a topic is left.
+        NodeError::TooManyTopics { .. } => (StatusCode::CONFLICT, "too_many_topics"),
+        NodeError::NotSubscribed { .. } => (StatusCode::NOT_FOUND, "not_subscribed"),
+        NodeError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        NodeError::InvalidMessage { .. } => (StatusCode::BAD_REQUEST, "invalid_message"),
+        // The swarm's state, not the server's fault: nobody to send to yet.
+        NodeError::NoPeersSubscribed { .. } => (StatusCode::CONFLICT, "no_peers"),
+        NodeError::DuplicateMessage => (StatusCode::CONFLICT, "duplicate_message"),
+        NodeError::QueuesFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queues_full"),
+        NodeError::Gossip { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "gossip_failed"),
+        NodeError::InvalidAddress { .. } => (StatusCode::BAD_REQUEST, "invalid_address"),
+        NodeError::ConnectionRefused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "connection_refused"),
+        NodeError::PeerNotFound { .. } => (StatusCode::NOT_FOUND, "peer_not_found"),
+        NodeError::DialFailed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "dial_failed"),
+        NodeError::NotConnected { .. } => (StatusCode::NOT_FOUND, "not_connected"),
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(error: NodeError) -> Self {
+        let (status, code) = status_and_code(&error);
         ApiError::new(status, code, error.to_string())
     }
 }
@@ -116,5 +118,67 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<T>::from_request(request, state).await?;
         Ok(ApiJson(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use libp2p::PeerId;
+    use strum::EnumCount;
+
+    use super::*;
+
+    #[test]
+    fn every_node_error_has_its_own_status_and_code() {
+        let peer = PeerId::random();
+        let text = || "why".to_owned();
+        let cases = [
+            (NodeError::Stopped, 503, "node_stopped"),
+            (NodeError::InvalidTopic { reason: text() }, 400, "invalid_topic"),
+            (NodeError::TooManyTopics { limit: 2 }, 409, "too_many_topics"),
+            (NodeError::NotSubscribed { topic: text() }, 404, "not_subscribed"),
+            (NodeError::PayloadTooLarge { size: 2, limit: 1 }, 413, "too_large"),
+            (NodeError::InvalidMessage { reason: text() }, 400, "invalid_message"),
+            (NodeError::NoPeersSubscribed { topic: text() }, 409, "no_peers"),
+            (NodeError::DuplicateMessage, 409, "duplicate_message"),
+            (NodeError::QueuesFull { peers: 3 }, 503, "queues_full"),
+            (NodeError::Gossip { reason: text() }, 500, "gossip_failed"),
+            (NodeError::InvalidAddress { reason: text() }, 400, "invalid_address"),
+            (
+                NodeError::ConnectionRefused { reason: text() },
+                422,
+                "connection_refused",
+            ),
+            (NodeError::PeerNotFound { peer }, 404, "peer_not_found"),
+            (NodeError::DialFailed { reason: text() }, 422, "dial_failed"),
+            (NodeError::NotConnected { peer }, 404, "not_connected"),
+        ];
+        let variants: HashSet<_> = cases.iter().map(|(error, ..)| std::mem::discriminant(error)).collect();
+        assert_eq!(variants.len(), NodeError::COUNT, "a case for every variant");
+        let codes: HashSet<_> = cases.iter().map(|(_, _, code)| *code).collect();
+        assert_eq!(codes.len(), cases.len(), "every code names one variant");
+        for (error, status, code) in cases {
+            let message = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!((api.status.as_u16(), api.code), (status, code), "{message}");
+            assert_eq!(api.message, message);
+        }
+    }
+
+    #[test]
+    fn messages_say_what_to_do_in_our_words() {
+        let limit = NodeError::TooManyTopics { limit: 2 }.to_string();
+        assert!(limit.contains("--max-topics") && limit.contains("leave one"), "{limit}");
+        let nobody = NodeError::from_publish(libp2p::gossipsub::PublishError::NoPeersSubscribedToTopic, "t");
+        assert_eq!(nobody, NodeError::NoPeersSubscribed { topic: "t".into() });
+        let full = NodeError::from_publish(libp2p::gossipsub::PublishError::AllQueuesFull(3), "t").to_string();
+        assert!(
+            full.contains("3 subscribed peer(s)") && full.contains("retry"),
+            "{full}"
+        );
+        let duplicate = NodeError::from_publish(libp2p::gossipsub::PublishError::Duplicate, "t").to_string();
+        assert!(!duplicate.contains("Duplicate"), "no Debug form: {duplicate}");
     }
 }

@@ -13,7 +13,7 @@ use futures::{Stream, stream};
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{ApiState, error::ApiError};
+use super::{ApiState, bodies::ErrorBody, error::ApiError};
 use crate::{
     node::{Event, EventKind},
     time::now_unix_ms,
@@ -22,12 +22,14 @@ use crate::{
 /// Comment lines sent while nothing happens, so proxies and clients see the stream is alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-#[derive(Deserialize)]
+/// The stream's filters; the document lists the event names `types` takes (`openapi::describe_event_types`).
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Comma-separated event names; all when absent.
     types: Option<String>,
-    /// Only events about this topic (`message`, `subscribed`).
+    /// Only events about this topic (message, subscribed).
     topic: Option<String>,
 }
 
@@ -48,13 +50,10 @@ impl EventFilter {
                     .map(str::trim)
                     .filter(|name| !name.is_empty())
                     .map(|name| {
-                        EventKind::NAMES
-                            .iter()
-                            .copied()
-                            .find(|known| *known == name)
-                            .ok_or_else(|| {
-                                format!("unknown event type {name:?}; known: {}", EventKind::NAMES.join(", "))
-                            })
+                        EventKind::names().find(|known| *known == name).ok_or_else(|| {
+                            let known: Vec<&str> = EventKind::names().collect();
+                            format!("unknown event type {name:?}; known: {}", known.join(", "))
+                        })
                     })
                     .collect::<Result<HashSet<_>, _>>()?,
             ),
@@ -68,6 +67,15 @@ impl EventFilter {
     }
 }
 
+/// The live event stream (Server-Sent Events).
+#[utoipa::path(get, path = "/v1/events", operation_id = "events", params(EventsQuery), responses(
+    (status = 200, description = "one SSE event per node event: event = its name, data = its JSON",
+        content_type = "text/event-stream", body = String),
+    (status = 400, description = "invalid_event_type, invalid_query: an unknown event name or query parameter",
+        body = ErrorBody),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)",
+        body = ErrorBody),
+))]
 pub async fn events(
     State(state): State<ApiState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,

@@ -1,9 +1,10 @@
 //! The local control API: HTTP/JSON under `/v1` (plus Prometheus `/metrics`), served by `swarmnode run` beside the node and
 //! speaking to it only through a `NodeHandle`, like the CLI and the tests. It listens on loopback by default; on any
 //! other address it refuses to start without a bearer token, which it then requires on every request (compared in
-//! constant time). The route table below is the one place routes are declared: the router is built from it, and a
-//! test holds the OpenAPI document to it.
+//! constant time). The route table below is the one place routes are declared: the router and the OpenAPI document
+//! are both built from it.
 
+mod bodies;
 mod error;
 mod events;
 pub mod openapi;
@@ -15,15 +16,19 @@ use anyhow::Context;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::{Method, StatusCode, header},
+    http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{MethodRouter, delete, get, post},
 };
 use subtle::ConstantTimeEq;
 use tokio::{net::TcpListener, task::JoinHandle};
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub use self::error::ApiError;
+pub use self::{
+    bodies::{ConnectBody, Connected, Disconnected, ErrorBody, ErrorDetail, PublishBody, TopicChange, TopicName},
+    error::ApiError,
+};
 use crate::{metrics::ApiRequestLabels, node::NodeHandle};
 
 /// Where the API listens and the token it requires, if any.
@@ -69,46 +74,38 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
 pub struct ApiState {
     pub(crate) handle: NodeHandle,
     token: Option<Arc<str>>,
+    /// What `GET /v1/openapi.json` serves: the document built with this router.
+    openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
-/// Every route: method, path (axum syntax) and handler. The router and the OpenAPI test both read this table.
-fn route_table() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
-    vec![
-        (Method::GET, "/v1/node", get(routes::node)),
-        (Method::GET, "/v1/peers", get(routes::peers)),
-        (Method::POST, "/v1/peers", post(routes::connect)),
-        (Method::DELETE, "/v1/peers/{peer}", delete(routes::disconnect)),
-        (Method::GET, "/v1/topics", get(routes::topics)),
-        (Method::POST, "/v1/topics/{topic}", post(routes::subscribe)),
-        (Method::DELETE, "/v1/topics/{topic}", delete(routes::unsubscribe)),
-        (Method::POST, "/v1/publish", post(routes::publish)),
-        (Method::GET, "/v1/events", get(events::events)),
-        (Method::GET, "/v1/diagnose", get(routes::diagnose)),
-        (Method::GET, "/v1/openapi.json", get(routes::openapi)),
-        (Method::GET, "/metrics", get(routes::metrics)),
-    ]
-}
-
-/// The (method, path) of every route, e.g. `("GET", "/v1/node")`.
-pub fn routes() -> Vec<(String, String)> {
-    route_table()
-        .into_iter()
-        .map(|(method, path, _)| (method.to_string(), path.to_owned()))
-        .collect()
+/// Every route: each handler with its `#[utoipa::path]` (method, path, parameters, answers), the handlers of one path
+/// together. Registering a handler here adds it to the router and its operation (and the schemas it uses) to the
+/// OpenAPI document at once.
+fn route_table() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(routes::node))
+        .routes(routes!(routes::peers, routes::connect))
+        .routes(routes!(routes::disconnect))
+        .routes(routes!(routes::topics))
+        .routes(routes!(routes::subscribe, routes::unsubscribe))
+        .routes(routes!(routes::publish))
+        .routes(routes!(events::events))
+        .routes(routes!(routes::diagnose))
+        .routes(routes!(routes::openapi))
+        .routes(routes!(routes::metrics))
 }
 
 /// The API's router for `handle`. `max_message_size` bounds request bodies (a base64 payload of the largest
 /// message, with room for the JSON around it).
 pub fn router(handle: NodeHandle, token: Option<String>, max_message_size: usize) -> Router {
+    let (routes, mut document) = route_table().split_for_parts();
+    openapi::finish(&mut document);
     let state = ApiState {
         handle,
         token: token.map(Arc::from),
+        openapi: Arc::new(document),
     };
-    let mut router = Router::new();
-    for (_, path, method_router) in route_table() {
-        router = router.route(path, method_router);
-    }
-    router
+    routes
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_message_size / 3 * 4 + 64 * 1024))

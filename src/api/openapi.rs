@@ -1,221 +1,89 @@
-//! The OpenAPI 3 description of the API, served at `GET /v1/openapi.json`. Written by hand next to the route table
-//! (`super::route_table`); a test checks that the two list the same routes, and that every documented route answers.
+//! The OpenAPI 3.1 description of the API, served at `GET /v1/openapi.json`, derived with utoipa: each operation from
+//! its handler's `#[utoipa::path]`, each schema from the `ToSchema` derive of the type the handler writes or reads
+//! (the node's views, `bodies.rs`). The route table (`super::route_table`) registers every handler with the router
+//! and the document in one step, so no route is served undocumented; a test sends every documented operation to the
+//! router, so none is documented unserved. `finish` adds the two things the derives cannot say.
 
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::{
+        self, AllOfBuilder, ObjectBuilder, OneOfBuilder, RefOr, Schema,
+        security::{Http, HttpAuthScheme, SecurityScheme},
+    },
+};
 
-fn error_response(description: &str) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+use crate::node::EventKind;
+
+/// The document's frame: title, description, the optional bearer token. The route table adds the operations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "swarmnode control API",
+        description = "Local HTTP/JSON control of a running swarmnode. Errors are {\"error\": {\"code\", \"message\"}}."
+    ),
+    modifiers(&BearerToken),
+    security((), ("bearer" = []))
+)]
+pub(super) struct ApiDoc;
+
+/// The `bearer` scheme the security requirement names (required when the API has `--api-token-file`).
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, document: &mut openapi::OpenApi) {
+        document
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
 }
 
-fn ok(schema: Value) -> Value {
-    json!({"description": "OK", "content": {"application/json": {"schema": schema}}})
+/// Adds what the derives cannot say to the document the route table built: a publish carries exactly one of `data`
+/// and `data_base64`, and `?types=` takes the event names of `EventKind`.
+pub(super) fn finish(document: &mut openapi::OpenApi) {
+    exactly_one_payload(document);
+    describe_event_types(document);
 }
 
-fn schema(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
+fn exactly_one_payload(document: &mut openapi::OpenApi) {
+    let Some(schema) = document
+        .components
+        .as_mut()
+        .and_then(|components| components.schemas.get_mut("PublishBody"))
+    else {
+        return;
+    };
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().required("data"))
+        .item(ObjectBuilder::new().required("data_base64"));
+    *schema = RefOr::T(Schema::AllOf(
+        AllOfBuilder::new()
+            .item(schema.clone())
+            .item(one_of)
+            .description(Some("exactly one of data and data_base64"))
+            .build(),
+    ));
 }
 
-fn path_parameter(name: &str, description: &str, schema: Value) -> Value {
-    json!({"name": name, "in": "path", "required": true, "description": description, "schema": schema})
+fn describe_event_types(document: &mut openapi::OpenApi) {
+    let types = document
+        .paths
+        .paths
+        .get_mut("/v1/events")
+        .and_then(|item| item.get.as_mut())
+        .and_then(|operation| operation.parameters.as_mut())
+        .and_then(|parameters| parameters.iter_mut().find(|parameter| parameter.name == "types"));
+    if let Some(types) = types {
+        let names: Vec<&str> = EventKind::names().collect();
+        types.description = Some(format!(
+            "Comma-separated event names, all when absent: {}.",
+            names.join(", ")
+        ));
+    }
 }
 
-/// A topic: 1 to 256 bytes of UTF-8 without control characters. JSON Schema counts characters, not bytes, so the
-/// schema promises the 64 characters that always fit (a character is at most 4 bytes); longer ASCII names work too.
-fn topic_schema() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]+$",
-        "description": "1-256 bytes of UTF-8, no control characters"})
-}
-
-/// The document.
-pub fn document() -> Value {
-    let bad_request = error_response("bad input");
-    let unauthorized = error_response("missing or wrong bearer token (only when the API requires one)");
-    let stopped = error_response("the node is not ready or has stopped");
-    let unsupported_media_type = error_response("the body is not sent as application/json");
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "swarmnode control API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Local HTTP/JSON control of a running swarmnode. Errors are {\"error\": {\"code\", \"message\"}}."
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {
-                    "type": "object", "required": ["error"],
-                    "properties": {"error": {"type": "object", "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}
-                },
-                "Node": {
-                    "type": "object",
-                    "required": ["peer_id", "agent", "listen_addresses", "external_addresses", "protocols", "uptime_ms",
-                        "connected_peers", "routing_table", "topics", "rejected_messages", "duplicate_ids"],
-                    "properties": {
-                        "peer_id": {"type": "string"}, "agent": {"type": "string"},
-                        "listen_addresses": {"type": "array", "items": {"type": "string"}},
-                        "external_addresses": {"type": "array", "items": {"type": "string"}},
-                        "protocols": {"type": "array", "items": {"type": "string"}},
-                        "uptime_ms": {"type": "integer"},
-                        "connected_peers": {"type": "array", "items": {"type": "string"}},
-                        "routing_table": {"type": "array", "items": {"type": "string"}},
-                        "topics": {"type": "object", "additionalProperties": {"type": "integer"},
-                            "description": "our topics, each with the number of connected peers subscribed"},
-                        "rejected_messages": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "duplicate_ids": {"type": "integer"}
-                    }
-                },
-                "Peer": {
-                    "type": "object",
-                    "required": ["peer", "state", "addresses", "direction", "rtt_ms", "smoothed_rtt_ms", "last_seen",
-                        "attempt", "next_retry_ms", "sources", "reason", "bootstrap", "admitted", "member_name",
-                        "gossip_score", "agent_version", "protocols"],
-                    "properties": {
-                        "peer": {"type": "string"},
-                        "state": {"type": "string", "enum": ["new", "active", "disconnected", "reconnecting", "removed", "left"]},
-                        "addresses": {"type": "array", "items": {"type": "string"}},
-                        "direction": {"type": "string", "enum": ["inbound", "outbound"], "nullable": true},
-                        "rtt_ms": {"type": "number", "nullable": true},
-                        "smoothed_rtt_ms": {"type": "number", "nullable": true},
-                        "last_seen": {"type": "integer", "description": "unix ms"},
-                        "attempt": {"type": "integer"},
-                        "next_retry_ms": {"type": "integer", "nullable": true},
-                        "sources": {"type": "array", "items": {"type": "string", "enum": ["mdns", "kademlia", "identify", "bootstrap"]}},
-                        "reason": {"type": "string", "nullable": true},
-                        "bootstrap": {"type": "boolean"},
-                        "admitted": {"type": "boolean", "nullable": true,
-                            "description": "with a CA, whether the peer showed a valid certificate; null without one"},
-                        "member_name": {"type": "string", "nullable": true},
-                        "gossip_score": {"type": "number", "nullable": true},
-                        "agent_version": {"type": "string", "nullable": true,
-                            "description": "what the peer reported through identify, while connected"},
-                        "protocols": {"type": "array", "items": {"type": "string"}}
-                    }
-                },
-                "Topic": {
-                    "type": "object", "required": ["topic", "mesh_peers", "subscribed_peers"],
-                    "properties": {
-                        "topic": {"type": "string"},
-                        "mesh_peers": {"type": "array", "items": {"type": "string"}},
-                        "subscribed_peers": {"type": "array", "items": {"type": "string"}}
-                    }
-                },
-                "TopicChange": {
-                    "type": "object", "required": ["topic", "subscribed"],
-                    "properties": {"topic": {"type": "string"}, "subscribed": {"type": "boolean"}}
-                },
-                "PublishRequest": {
-                    "type": "object", "required": ["topic"], "additionalProperties": false,
-                    "description": "exactly one of data and data_base64",
-                    "properties": {
-                        "topic": topic_schema(),
-                        "data": {"type": "string", "description": "the payload as text (sent as UTF-8)"},
-                        "data_base64": {"type": "string", "format": "byte", "description": "the payload as base64"},
-                        "content_type": {"type": "string", "pattern": "^[ -~]{1,128}$",
-                            "description": "MIME type: 1-128 bytes of printable ASCII"},
-                        "id": {"type": "string", "minLength": 1, "maxLength": 16,
-                            "description": "idempotency key, 1-64 bytes of UTF-8 (16 characters always fit): repeated within --dedup-window, the first result is returned and nothing is sent"}
-                    },
-                    "oneOf": [
-                        {"required": ["data"], "not": {"required": ["data_base64"]}},
-                        {"required": ["data_base64"], "not": {"required": ["data"]}}
-                    ]
-                },
-                "Published": {
-                    "type": "object", "required": ["id", "message_id", "recipients", "duplicate"],
-                    "properties": {
-                        "id": {"type": "string"}, "message_id": {"type": "string"},
-                        "recipients": {"type": "integer"}, "duplicate": {"type": "boolean"}
-                    }
-                },
-                "Diagnosis": {
-                    "type": "object",
-                    "required": ["listen_addresses", "external_addresses", "mdns_enabled", "interfaces", "routing_table_size",
-                        "bootstrap", "mesh_sizes", "connections"],
-                    "properties": {
-                        "listen_addresses": {"type": "array", "items": {"type": "string"}},
-                        "external_addresses": {"type": "array", "items": {"type": "string"}},
-                        "mdns_enabled": {"type": "boolean"},
-                        "interfaces": {"type": "array", "items": {"type": "object", "required": ["name", "addresses", "mdns"],
-                            "properties": {"name": {"type": "string"}, "addresses": {"type": "array", "items": {"type": "string"}},
-                                "mdns": {"type": "boolean"}}}},
-                        "routing_table_size": {"type": "integer"},
-                        "bootstrap": {"type": "array", "items": {"type": "object",
-                            "properties": {"address": {"type": "string"}, "peer": {"type": "string", "nullable": true},
-                                "connected": {"type": "boolean"}}}},
-                        "mesh_sizes": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "connections": {"type": "object", "additionalProperties": {"type": "integer"}}
-                    }
-                }
-            }
-        },
-        "security": [{}, {"bearer": []}],
-        "paths": {
-            "/v1/node": {"get": {"summary": "the node: peer id, agent, addresses, protocols, uptime, topics",
-                "operationId": "getNode",
-                "responses": {"200": ok(schema("Node")), "401": unauthorized, "503": stopped}}},
-            "/v1/peers": {
-                "get": {"summary": "every peer in the peer table", "operationId": "listPeers",
-                    "responses": {"200": ok(json!({"type": "array", "items": schema("Peer")})), "401": unauthorized, "503": stopped}},
-                "post": {"summary": "dial an address (or a bare /p2p/<id>, looked up in the DHT first) and wait for the outcome", "operationId": "connectPeer",
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["address"], "additionalProperties": false,
-                        "properties": {"address": {"type": "string", "description": "a multiaddr, /p2p/<id> optional"}}}}}},
-                    "responses": {
-                        "200": ok(json!({"type": "object", "required": ["peer"], "properties": {"peer": {"type": "string"}}})),
-                        "400": bad_request, "401": unauthorized,
-                        "413": error_response("body too large"), "415": unsupported_media_type.clone(),
-                        "422": error_response("the dial failed"), "503": stopped}}
-            },
-            "/v1/peers/{peer}": {"delete": {"summary": "close every connection to a peer (it is then removed, not redialled)",
-                "operationId": "disconnectPeer",
-                "parameters": [path_parameter("peer", "peer id (ed25519 or secp256k1 keys)", json!({"type": "string",
-                    "pattern": "^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45})$"}))],
-                "responses": {
-                    "200": ok(json!({"type": "object", "properties": {"peer": {"type": "string"}, "disconnected": {"type": "boolean"}}})),
-                    "400": bad_request, "401": unauthorized, "404": error_response("not connected"), "503": stopped}}},
-            "/v1/topics": {"get": {"summary": "our topics with their mesh and subscribed peers", "operationId": "listTopics",
-                "responses": {"200": ok(json!({"type": "array", "items": schema("Topic")})), "401": unauthorized, "503": stopped}}},
-            "/v1/topics/{topic}": {
-                "post": {"summary": "subscribe", "operationId": "subscribeTopic",
-                    "parameters": [path_parameter("topic", "topic name", topic_schema())],
-                    "responses": {"200": ok(schema("TopicChange")), "400": bad_request, "401": unauthorized, "503": stopped}},
-                "delete": {"summary": "unsubscribe", "operationId": "unsubscribeTopic",
-                    "parameters": [path_parameter("topic", "topic name", topic_schema())],
-                    "responses": {"200": ok(schema("TopicChange")), "400": bad_request, "401": unauthorized,
-                        "404": error_response("not subscribed"), "503": stopped}}
-            },
-            "/v1/publish": {"post": {"summary": "publish one message", "operationId": "publish",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": schema("PublishRequest")}}},
-                "responses": {"200": ok(schema("Published")), "400": bad_request, "401": unauthorized,
-                    "409": error_response("no connected peer is subscribed to the topic yet, or gossipsub refused the message"),
-                    "413": error_response("payload larger than --max-message-size allows"),
-                    "415": unsupported_media_type,
-                    "503": stopped}}},
-            "/v1/events": {"get": {"summary": "the live event stream (Server-Sent Events)", "operationId": "events",
-                "parameters": [
-                    {"name": "types", "in": "query", "required": false, "schema": {"type": "string"},
-                        "description": "comma-separated event names: listening, discovered, connected, connection_refused, disconnected, subscribed, message, peer_state, ping, peer_admitted, peer_refused, peer_banned, lagged"},
-                    {"name": "topic", "in": "query", "required": false, "schema": {"type": "string"},
-                        "description": "only events about this topic (message, subscribed)"}
-                ],
-                "responses": {"200": {"description": "one SSE event per node event: event = its name, data = its JSON",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                    "400": bad_request, "401": unauthorized}}},
-            "/v1/diagnose": {"get": {"summary": "what to check when discovery fails", "operationId": "diagnose",
-                "responses": {"200": ok(schema("Diagnosis")), "401": unauthorized, "503": stopped}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text): libp2p's and swarmnode's",
-                "operationId": "metrics",
-                "responses": {"200": {"description": "OK", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
-                    "401": unauthorized, "503": stopped}}},
-            "/v1/openapi.json": {"get": {"summary": "this document", "operationId": "openapi",
-                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
-                    "401": unauthorized}}}
-        }
-    })
-}
-
-/// The (method, path) pairs the document describes, methods upper-case, paths as written there.
+/// The (method, path) pairs a document describes, methods upper-case, paths as written there.
 pub fn documented_routes(document: &Value) -> Vec<(String, String)> {
     let mut routes = Vec::new();
     if let Some(paths) = document["paths"].as_object() {
@@ -232,14 +100,88 @@ pub fn documented_routes(document: &Value) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use axum::{
+        Router,
+        body::{Body, to_bytes},
+        http::{Request, StatusCode},
+    };
+    use tower::ServiceExt;
+
     use super::*;
 
-    #[test]
-    fn the_document_lists_exactly_the_routes_the_router_serves() {
-        let mut documented = documented_routes(&document());
-        let mut served = super::super::routes();
-        documented.sort();
-        served.sort();
-        assert_eq!(documented, served);
+    async fn send(router: &Router, method: &str, path: &str, body: &'static str) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        if path == "/v1/events" {
+            // A stream: its headers are the answer.
+            return (status, Value::Null);
+        }
+        let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// The document the router serves, with the router, over a node that has stopped: every operation that asks the
+    /// node answers 503 node_stopped, which shows it reached its handler.
+    async fn stopped_node_router() -> (Router, Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::NodeConfig::with_data_dir(dir.path().to_path_buf());
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.mdns = false;
+        let node = crate::node::spawn(config).await.unwrap();
+        let handle = node.handle.clone();
+        node.shutdown().await;
+        let router = super::super::router(handle, None, 1 << 20);
+        let (status, document) = send(&router, "GET", "/v1/openapi.json", "").await;
+        assert_eq!(status, StatusCode::OK);
+        (router, document)
+    }
+
+    #[tokio::test]
+    async fn the_document_lists_exactly_the_routes_the_router_serves() {
+        let (router, document) = stopped_node_router().await;
+        let documented = documented_routes(&document);
+        assert_eq!(documented.len(), 12, "{documented:?}");
+        for (method, path) in documented {
+            let uri = path
+                .replace("{peer}", "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5")
+                .replace("{topic}", "probe");
+            let body = match path.as_str() {
+                "/v1/peers" if method == "POST" => r#"{"address": "/ip4/127.0.0.1/tcp/1"}"#,
+                "/v1/publish" => r#"{"topic": "probe", "data": "x"}"#,
+                _ => "",
+            };
+            let (status, answer) = send(&router, &method, &uri, body).await;
+            // The document, the event stream and the metrics (kept current by the loop) need nothing of the node.
+            if matches!(path.as_str(), "/v1/openapi.json" | "/v1/events" | "/metrics") {
+                assert_eq!(status, StatusCode::OK, "{method} {path}");
+            } else {
+                assert_eq!(
+                    (status, &answer["error"]["code"]),
+                    (StatusCode::SERVICE_UNAVAILABLE, &Value::from("node_stopped")),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_document_says_what_the_derives_cannot() {
+        let (_, document) = stopped_node_router().await;
+        assert_eq!(document["openapi"], "3.1.0");
+        let publish = &document["components"]["schemas"]["PublishBody"];
+        assert_eq!(publish["allOf"][1]["oneOf"][0]["required"], serde_json::json!(["data"]));
+        let types = &document["paths"]["/v1/events"]["get"]["parameters"][0];
+        assert_eq!(types["name"], "types");
+        let description = types["description"].as_str().unwrap();
+        for name in EventKind::names() {
+            assert!(description.contains(name), "{name} missing from {description}");
+        }
+        assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     }
 }

@@ -1,132 +1,153 @@
-//! The `/v1` handlers: each turns a request into one `NodeHandle` call and its answer into JSON. Input is checked
-//! here (peer ids, addresses, topics, the publish body) so the node only ever sees well-formed commands.
+//! The `/v1` handlers: each turns a request into one `NodeHandle` call and its answer into JSON, or its `NodeError`
+//! into the API's error (`error.rs` maps them). What only HTTP can get wrong is checked here (peer ids and addresses
+//! that do not parse, the publish body); the node checks the rest (topics, dialable addresses, sizes) for every
+//! caller alike. Each handler's `#[utoipa::path]` is its entry in the OpenAPI document: method, path, parameters and
+//! every status it answers with, the error codes named in each status's description.
 
 use axum::{
     Json,
     extract::{Path, State},
-    http::{StatusCode, header},
+    http::header,
     response::IntoResponse,
 };
 use base64::Engine;
 use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
-use serde::{Deserialize, Serialize};
 
 use super::{
     ApiState,
+    bodies::{ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange, TopicName},
     error::{ApiError, ApiJson},
 };
-use crate::{
-    config::check_topic,
-    node::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo},
-};
+use crate::node::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// The node: peer id, agent, addresses, protocols, uptime, topics.
+#[utoipa::path(get, path = "/v1/node", operation_id = "getNode", responses(
+    (status = 200, description = "OK", body = NodeStatus),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn node(State(state): State<ApiState>) -> ApiResult<NodeStatus> {
-    state.handle.status().await.map(Json).ok_or_else(ApiError::stopped)
+    Ok(Json(state.handle.status().await?))
 }
 
+/// Every peer in the peer table.
+#[utoipa::path(get, path = "/v1/peers", operation_id = "listPeers", responses(
+    (status = 200, description = "OK", body = Vec<PeerInfo>),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn peers(State(state): State<ApiState>) -> ApiResult<Vec<PeerInfo>> {
-    state.handle.peers().await.map(Json).ok_or_else(ApiError::stopped)
+    Ok(Json(state.handle.peers().await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectBody {
-    address: String,
-}
-
-#[derive(Serialize)]
-pub struct Connected {
-    peer: String,
-}
-
+/// Dial an address (or a bare /p2p/<id>, looked up in the DHT first) and wait for the outcome.
+#[utoipa::path(post, path = "/v1/peers", operation_id = "connectPeer", request_body = ConnectBody, responses(
+    (status = 200, description = "connected", body = Connected),
+    (status = 400, description = "invalid_json, invalid_address: the body or the address is malformed, or no \
+        transport of this node dials the address", body = ErrorBody),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 404, description = "peer_not_found: a peer given by id alone was not found in the DHT", body = ErrorBody),
+    (status = 413, description = "too_large: the body is too large", body = ErrorBody),
+    (status = 415, description = "unsupported_media_type: the body is not sent as application/json", body = ErrorBody),
+    (status = 422, description = "dial_failed: the dial failed; connection_refused: a limit, the allow or deny list \
+        or a ban of this node refused it", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<ConnectBody>) -> ApiResult<Connected> {
     let address: Multiaddr = body
         .address
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_address", format!("{:?} is not a multiaddr: {e}", body.address)))?;
-    // Only addresses the node can dial (a UDP-only address would only fail later), or a bare `/p2p/<id>`, which the
-    // node looks up in the DHT.
-    if crate::config::bare_peer_id(&address).is_none() {
-        crate::config::check_dialable(&address).map_err(|why| ApiError::bad_request("invalid_address", why))?;
-    }
-    match state.handle.dial(address).await {
-        Ok(peer) => Ok(Json(Connected { peer: peer.to_string() })),
-        Err(why) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "dial_failed", why)),
-    }
+    let peer = state.handle.dial(address).await?;
+    Ok(Json(Connected { peer: peer.to_string() }))
 }
 
-#[derive(Serialize)]
-pub struct Disconnected {
-    peer: String,
-    disconnected: bool,
-}
-
+/// Close every connection to a peer (it is then removed, not redialled).
+#[utoipa::path(delete, path = "/v1/peers/{peer}", operation_id = "disconnectPeer",
+    params(("peer" = String, Path, description = "peer id (ed25519 or secp256k1 keys)",
+        pattern = "^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45})$")),
+    responses(
+        (status = 200, description = "disconnected", body = Disconnected),
+        (status = 400, description = "invalid_peer_id: not a peer id", body = ErrorBody),
+        (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+        (status = 404, description = "not_connected: the peer is not connected", body = ErrorBody),
+        (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+    ))]
 pub async fn disconnect(State(state): State<ApiState>, Path(peer): Path<String>) -> ApiResult<Disconnected> {
     let id: PeerId = peer
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_peer_id", format!("{peer:?} is not a peer id: {e}")))?;
-    match state.handle.disconnect(id).await {
-        Some(true) => Ok(Json(Disconnected {
-            peer,
-            disconnected: true,
-        })),
-        Some(false) => Err(ApiError::not_found("not_connected", format!("{peer} is not connected"))),
-        None => Err(ApiError::stopped()),
-    }
+    state.handle.disconnect(id).await?;
+    Ok(Json(Disconnected {
+        peer,
+        disconnected: true,
+    }))
 }
 
+/// Our topics with their mesh and subscribed peers.
+#[utoipa::path(get, path = "/v1/topics", operation_id = "listTopics", responses(
+    (status = 200, description = "OK", body = Vec<TopicInfo>),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn topics(State(state): State<ApiState>) -> ApiResult<Vec<TopicInfo>> {
-    state.handle.topics().await.map(Json).ok_or_else(ApiError::stopped)
+    Ok(Json(state.handle.topics().await?))
 }
 
-#[derive(Serialize)]
-pub struct TopicChange {
-    topic: String,
-    subscribed: bool,
-}
-
+/// Subscribe.
+#[utoipa::path(post, path = "/v1/topics/{topic}", operation_id = "subscribeTopic",
+    params(("topic" = TopicName, Path, description = "topic name")),
+    responses(
+        (status = 200, description = "subscribed (also when it already was)", body = TopicChange),
+        (status = 400, description = "invalid_topic: not a topic name", body = ErrorBody),
+        (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+        (status = 409, description = "too_many_topics: the node is in --max-topics topics already", body = ErrorBody),
+        (status = 500, description = "gossip_failed: gossipsub could not join the topic", body = ErrorBody),
+        (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+    ))]
 pub async fn subscribe(State(state): State<ApiState>, Path(topic): Path<String>) -> ApiResult<TopicChange> {
-    check_topic(&topic).map_err(|why| ApiError::bad_request("invalid_topic", why))?;
-    state
-        .handle
-        .subscribe(&topic)
-        .await
-        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_subscribed", why))?;
+    state.handle.subscribe(&topic).await?;
     Ok(Json(TopicChange {
         topic,
         subscribed: true,
     }))
 }
 
+/// Unsubscribe.
+#[utoipa::path(delete, path = "/v1/topics/{topic}", operation_id = "unsubscribeTopic",
+    params(("topic" = TopicName, Path, description = "topic name")),
+    responses(
+        (status = 200, description = "unsubscribed", body = TopicChange),
+        (status = 400, description = "invalid_topic: not a topic name", body = ErrorBody),
+        (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+        (status = 404, description = "not_subscribed: the node is not in this topic", body = ErrorBody),
+        (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+    ))]
 pub async fn unsubscribe(State(state): State<ApiState>, Path(topic): Path<String>) -> ApiResult<TopicChange> {
-    check_topic(&topic).map_err(|why| ApiError::bad_request("invalid_topic", why))?;
-    match state.handle.unsubscribe(&topic).await {
-        Ok(true) => Ok(Json(TopicChange {
-            topic,
-            subscribed: false,
-        })),
-        Ok(false) => Err(ApiError::not_found(
-            "not_subscribed",
-            format!("not subscribed to {topic:?}"),
-        )),
-        Err(why) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_stopped", why)),
-    }
+    state.handle.unsubscribe(&topic).await?;
+    Ok(Json(TopicChange {
+        topic,
+        subscribed: false,
+    }))
 }
 
-/// `POST /v1/publish`: exactly one of `data` (text) and `data_base64` (bytes).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishBody {
-    topic: String,
-    data: Option<String>,
-    data_base64: Option<String>,
-    content_type: Option<String>,
-    id: Option<String>,
-}
-
+/// Publish one message.
+#[utoipa::path(post, path = "/v1/publish", operation_id = "publish", request_body = PublishBody, responses(
+    (status = 200, description = "published, or a repeat of an id within the dedup window (duplicate)", body = Published),
+    (status = 400, description = "invalid_json, invalid_data, invalid_base64, invalid_topic, invalid_message: the \
+        body, its payload, topic, id or content type is malformed", body = ErrorBody),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 409, description = "no_peers: no connected peer is subscribed to the topic yet; duplicate_message: the \
+        same message went out moments ago", body = ErrorBody),
+    (status = 413, description = "too_large: the payload is larger than --max-message-size allows", body = ErrorBody),
+    (status = 415, description = "unsupported_media_type: the body is not sent as application/json", body = ErrorBody),
+    (status = 500, description = "gossip_failed: gossipsub could not sign or encode the message", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped; queues_full: the send queues to every \
+        subscribed peer are full", body = ErrorBody),
+))]
 pub async fn publish(State(state): State<ApiState>, ApiJson(body): ApiJson<PublishBody>) -> ApiResult<Published> {
     let payload = match (body.data, body.data_base64) {
         (Some(text), None) => Bytes::from(text),
@@ -142,7 +163,7 @@ pub async fn publish(State(state): State<ApiState>, ApiJson(body): ApiJson<Publi
         }
     };
     let request = PublishRequest {
-        topic: body.topic,
+        topic: body.topic.0,
         payload,
         content_type: body.content_type,
         id: body.id,
@@ -150,11 +171,23 @@ pub async fn publish(State(state): State<ApiState>, ApiJson(body): ApiJson<Publi
     Ok(Json(state.handle.publish(request).await?))
 }
 
+/// What to check when discovery fails.
+#[utoipa::path(get, path = "/v1/diagnose", operation_id = "diagnose", responses(
+    (status = 200, description = "OK", body = Diagnosis),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+    (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
+))]
 pub async fn diagnose(State(state): State<ApiState>) -> ApiResult<Diagnosis> {
-    state.handle.diagnose().await.map(Json).ok_or_else(ApiError::stopped)
+    Ok(Json(state.handle.diagnose().await?))
 }
 
-/// Prometheus text: libp2p's metrics and ours (the event loop keeps the gauges current; a scrape asks it nothing).
+/// Prometheus metrics (OpenMetrics text): libp2p's and swarmnode's.
+///
+/// The event loop keeps the gauges current (peers by state, table sizes), so a scrape asks the node nothing.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", responses(
+    (status = 200, description = "OK", content_type = "application/openmetrics-text", body = String),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+))]
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(
@@ -165,6 +198,11 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
-pub async fn openapi() -> Json<serde_json::Value> {
-    Json(super::openapi::document())
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "openapi", responses(
+    (status = 200, description = "OK", body = Object),
+    (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
+))]
+pub async fn openapi(State(state): State<ApiState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(state.openapi.as_ref().clone())
 }

@@ -11,15 +11,31 @@ use std::{
 use anyhow::Context;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde::{Serialize, de::DeserializeOwned};
 
-use crate::cli::{ClientArgs, ClientCommand as Command};
+use crate::{
+    api::{ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange, TopicName},
+    cli::{ClientArgs, ClientCommand as Command},
+    config::MAX_MESSAGE_SIZE,
+    node::{Diagnosis, NodeStatus, PeerInfo, Published},
+};
+
+/// The longest SSE line a node can send: the largest message's payload with every byte escaped in JSON (`\u00XX`),
+/// and room for the event's other fields. A longer line is not from a swarmnode.
+const MAX_EVENT_LINE: usize = MAX_MESSAGE_SIZE * 6 + 64 * 1024;
 
 /// A client of one node's API.
 pub struct ApiClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+}
+
+/// An answer decoded into the type the API serialised it from, and its JSON as it came (what `--json` prints).
+#[derive(Debug)]
+pub struct Answer<T> {
+    pub value: T,
+    pub json: String,
 }
 
 impl ApiClient {
@@ -55,7 +71,7 @@ impl ApiClient {
         }
     }
 
-    /// Sends the request; a non-2xx answer becomes an error carrying the API's message.
+    /// Sends the request; a non-2xx answer becomes an error carrying the API's message and code.
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let response = request.send().await.map_err(|e| {
             if e.is_connect() {
@@ -71,25 +87,35 @@ impl ApiClient {
         if status.is_success() {
             return Ok(response);
         }
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let message = body["error"]["message"].as_str().unwrap_or("no details");
-        let code = body["error"]["code"].as_str().unwrap_or("error");
+        let body = response.text().await.unwrap_or_default();
+        let Ok(ErrorBody { error }) = serde_json::from_str(&body) else {
+            anyhow::bail!(
+                "{} answered HTTP {} without an error body (is it a swarmnode API?)",
+                self.base,
+                status.as_u16()
+            );
+        };
         if status == StatusCode::UNAUTHORIZED {
-            anyhow::bail!("{message} (pass --api-token-file or SWARMNODE_API_TOKEN_FILE)");
+            anyhow::bail!("{} (pass --api-token-file or SWARMNODE_API_TOKEN_FILE)", error.message);
         }
-        anyhow::bail!("{message} ({code}, HTTP {})", status.as_u16())
+        anyhow::bail!("{} ({}, HTTP {})", error.message, error.code, status.as_u16())
     }
 
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut request = self.request(method, path);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+    /// Sends the request and decodes the answer as `T`.
+    pub async fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Answer<T>> {
         let response = self.send(request).await?;
-        response
-            .json()
-            .await
-            .context("the API answered with something that is not JSON")
+        let json = response.text().await.context("the API's answer broke off")?;
+        let value = serde_json::from_str(&json)
+            .context("the API's answer is not what this client reads (is the node a different swarmnode version?)")?;
+        Ok(Answer { value, json })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer<T>> {
+        self.call(self.request(Method::GET, path)).await
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> anyhow::Result<Answer<T>> {
+        self.call(self.request(Method::POST, path).json(body)).await
     }
 
     /// Opens the event stream at `path`: from the moment this returns, no event is missed.
@@ -97,18 +123,23 @@ impl ApiClient {
         self.send(self.request(Method::GET, path)).await
     }
 
-    /// Prints each SSE `data:` payload of an open stream as one line until the stream ends.
+    /// Prints each SSE `data:` payload of an open stream as one line until the stream ends. Bytes are buffered
+    /// until a line is complete, so a character split across two network reads arrives whole.
     pub async fn print_stream(response: reqwest::Response, out: &mut impl Write) -> anyhow::Result<()> {
         let mut bytes = response.bytes_stream();
-        let mut pending = String::new();
+        let mut pending: Vec<u8> = Vec::new();
         while let Some(chunk) = bytes.next().await {
-            pending.push_str(&String::from_utf8_lossy(&chunk.context("the event stream broke off")?));
-            while let Some(end) = pending.find('\n') {
-                let line: String = pending.drain(..=end).collect();
+            pending.extend_from_slice(&chunk.context("the event stream broke off")?);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
                 if let Some(data) = line.trim_end().strip_prefix("data:") {
                     writeln!(out, "{}", data.trim_start())?;
                     out.flush()?;
                 }
+            }
+            if pending.len() > MAX_EVENT_LINE {
+                anyhow::bail!("the event stream sent a line of more than {MAX_EVENT_LINE} bytes: not a swarmnode");
             }
         }
         anyhow::bail!("the node closed the event stream")
@@ -120,24 +151,26 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     match command {
         Command::Status(args) => {
-            let node = ApiClient::new(&args)?.call(Method::GET, "/v1/node", None).await?;
+            let node: Answer<NodeStatus> = ApiClient::new(&args)?.get("/v1/node").await?;
             print(&args, &node, status_text)
         }
         Command::Peers(args) => {
-            let peers = ApiClient::new(&args)?.call(Method::GET, "/v1/peers", None).await?;
-            print(&args, &peers, peers_table)
+            let peers: Answer<Vec<PeerInfo>> = ApiClient::new(&args)?.get("/v1/peers").await?;
+            print(&args, &peers, |peers| peers_table(peers))
         }
         Command::Connect { client, address } => {
-            let answer = ApiClient::new(&client)?
-                .call(Method::POST, "/v1/peers", Some(json!({"address": address})))
+            let answer: Answer<Connected> = ApiClient::new(&client)?
+                .post("/v1/peers", &ConnectBody { address })
                 .await?;
-            print(&client, &answer, |v| format!("connected to {}\n", text(&v["peer"])))
+            print(&client, &answer, |connected| {
+                format!("connected to {}\n", connected.peer)
+            })
         }
         Command::Disconnect { client, peer } => {
-            let answer = ApiClient::new(&client)?
-                .call(Method::DELETE, &format!("/v1/peers/{}", path_segment(&peer)), None)
-                .await?;
-            print(&client, &answer, |v| format!("disconnected {}\n", text(&v["peer"])))
+            let api = ApiClient::new(&client)?;
+            let path = format!("/v1/peers/{}", path_segment(&peer));
+            let answer: Answer<Disconnected> = api.call(api.request(Method::DELETE, &path)).await?;
+            print(&client, &answer, |gone| format!("disconnected {}\n", gone.peer))
         }
         Command::Publish {
             client,
@@ -158,23 +191,20 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 Some(text) => text.to_owned(),
             };
-            let mut body = json!({
-                "topic": topic,
-                "data": data,
-                "content_type": content_type.unwrap_or_else(|| crate::wire::envelope::TEXT_CONTENT_TYPE.to_owned()),
-            });
-            if let Some(id) = id {
-                body["id"] = json!(id);
-            }
-            let answer = ApiClient::new(&client)?
-                .call(Method::POST, "/v1/publish", Some(body))
-                .await?;
-            print(&client, &answer, |v| {
+            let body = PublishBody {
+                topic: TopicName(topic),
+                data: Some(data),
+                data_base64: None,
+                content_type: Some(content_type.unwrap_or_else(|| crate::wire::envelope::TEXT_CONTENT_TYPE.to_owned())),
+                id,
+            };
+            let answer: Answer<Published> = ApiClient::new(&client)?.post("/v1/publish", &body).await?;
+            print(&client, &answer, |published| {
                 format!(
                     "published id {} to {} peer(s){}\n",
-                    text(&v["id"]),
-                    v["recipients"],
-                    if v["duplicate"] == true {
+                    published.id,
+                    published.recipients,
+                    if published.duplicate {
                         " (a repeat: the first result, nothing sent)"
                     } else {
                         ""
@@ -189,7 +219,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let stream = api
                 .open_stream(&format!("/v1/events?types=message&topic={segment}"))
                 .await?;
-            api.call(Method::POST, &format!("/v1/topics/{segment}"), None).await?;
+            let _: Answer<TopicChange> = api
+                .call(api.request(Method::POST, &format!("/v1/topics/{segment}")))
+                .await?;
             ApiClient::print_stream(stream, &mut stdout).await
         }
         Command::Events { client, types, topic } => {
@@ -205,14 +237,19 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             ApiClient::print_stream(stream, &mut stdout).await
         }
         Command::Diagnose(args) => {
-            let diagnosis = ApiClient::new(&args)?.call(Method::GET, "/v1/diagnose", None).await?;
+            let diagnosis: Answer<Diagnosis> = ApiClient::new(&args)?.get("/v1/diagnose").await?;
             print(&args, &diagnosis, diagnosis_text)
         }
     }
 }
 
-fn print(args: &ClientArgs, value: &Value, human: impl Fn(&Value) -> String) -> anyhow::Result<()> {
-    let out = if args.json { format!("{value}\n") } else { human(value) };
+/// Prints the answer: its JSON as the API sent it with `--json`, else as `human` renders it.
+fn print<T>(args: &ClientArgs, answer: &Answer<T>, human: impl Fn(&T) -> String) -> anyhow::Result<()> {
+    let out = if args.json {
+        format!("{}\n", answer.json.trim_end())
+    } else {
+        human(&answer.value)
+    };
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(())
 }
@@ -227,39 +264,40 @@ fn path_segment(text: &str) -> String {
         .collect()
 }
 
-/// A JSON value as plain text: strings without quotes, null as `-`.
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
-        other => other.to_string(),
+/// Items as one comma-separated cell.
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The name a value (a peer state, a direction, a list of sources) has in the API's JSON, lists comma-separated;
+/// `-` for none.
+fn json_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "-".to_owned(),
     }
 }
 
-fn status_text(node: &Value) -> String {
+fn status_text(node: &NodeStatus) -> String {
     let mut out = String::new();
-    let topics: Vec<String> = node["topics"]
-        .as_object()
-        .map(|topics| topics.iter().map(|(t, n)| format!("{t} ({n} peers)")).collect())
-        .unwrap_or_default();
+    let topics: Vec<String> = node
+        .topics
+        .iter()
+        .map(|(topic, peers)| format!("{topic} ({peers} peers)"))
+        .collect();
     let rows = [
-        ("peer id", text(&node["peer_id"])),
-        ("agent", text(&node["agent"])),
-        (
-            "uptime",
-            format!("{} s", node["uptime_ms"].as_u64().unwrap_or(0) / 1000),
-        ),
-        ("listening on", text(&node["listen_addresses"])),
-        ("external", text(&node["external_addresses"])),
-        (
-            "connected peers",
-            node["connected_peers"].as_array().map_or(0, Vec::len).to_string(),
-        ),
-        (
-            "routing table",
-            node["routing_table"].as_array().map_or(0, Vec::len).to_string(),
-        ),
+        ("peer id", node.peer_id.to_string()),
+        ("agent", node.agent.clone()),
+        ("uptime", format!("{} s", node.uptime_ms / 1000)),
+        ("listening on", list(&node.listen_addresses)),
+        ("external", list(&node.external_addresses)),
+        ("connected peers", node.connected_peers.len().to_string()),
+        ("routing table", node.routing_table.len().to_string()),
         ("topics", topics.join(", ")),
     ];
     for (name, value) in rows {
@@ -268,26 +306,21 @@ fn status_text(node: &Value) -> String {
     out
 }
 
-fn peers_table(peers: &Value) -> String {
+fn peers_table(peers: &[PeerInfo]) -> String {
     let rows: Vec<[String; 7]> = peers
-        .as_array()
-        .map(|peers| {
-            peers
-                .iter()
-                .map(|p| {
-                    [
-                        text(&p["peer"]),
-                        text(&p["state"]),
-                        text(&p["direction"]),
-                        p["rtt_ms"].as_f64().map_or("-".to_owned(), |ms| format!("{ms:.1}")),
-                        text(&p["sources"]),
-                        member(p),
-                        p["addresses"][0].as_str().unwrap_or("-").to_owned(),
-                    ]
-                })
-                .collect()
+        .iter()
+        .map(|p| {
+            [
+                p.peer.to_string(),
+                json_name(&p.state),
+                json_name(&p.direction),
+                p.rtt_ms.map_or("-".to_owned(), |ms| format!("{ms:.1}")),
+                json_name(&p.sources),
+                member(p),
+                p.addresses.first().map_or("-".to_owned(), ToString::to_string),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(
         &["PEER", "STATE", "DIRECTION", "RTT MS", "SOURCES", "MEMBER", "ADDRESS"],
         &rows,
@@ -295,54 +328,41 @@ fn peers_table(peers: &Value) -> String {
 }
 
 /// With a CA: the member's certificate name (or `yes`), `no` while not admitted; `-` without a CA.
-fn member(peer: &Value) -> String {
-    match peer["admitted"].as_bool() {
-        Some(true) => peer["member_name"].as_str().unwrap_or("yes").to_owned(),
+fn member(peer: &PeerInfo) -> String {
+    match peer.admitted {
+        Some(true) => peer.member_name.clone().unwrap_or_else(|| "yes".to_owned()),
         Some(false) => "no".to_owned(),
         None => "-".to_owned(),
     }
 }
 
-fn diagnosis_text(d: &Value) -> String {
+fn diagnosis_text(d: &Diagnosis) -> String {
     let mut out = String::new();
-    let c = &d["connections"];
-    let _ = writeln!(out, "listening on     {}", text(&d["listen_addresses"]));
-    let _ = writeln!(out, "external         {}", text(&d["external_addresses"]));
-    let _ = writeln!(
-        out,
-        "mDNS             {}",
-        if d["mdns_enabled"] == true { "on" } else { "off" }
-    );
-    for i in d["interfaces"].as_array().into_iter().flatten() {
-        let mdns = if i["mdns"] == true { "mDNS" } else { "no mDNS" };
-        let _ = writeln!(
-            out,
-            "interface        {} {} ({mdns})",
-            text(&i["name"]),
-            text(&i["addresses"])
-        );
+    let c = &d.connections;
+    let _ = writeln!(out, "listening on     {}", list(&d.listen_addresses));
+    let _ = writeln!(out, "external         {}", list(&d.external_addresses));
+    let _ = writeln!(out, "mDNS             {}", if d.mdns_enabled { "on" } else { "off" });
+    for i in &d.interfaces {
+        let mdns = if i.mdns { "mDNS" } else { "no mDNS" };
+        let _ = writeln!(out, "interface        {} {} ({mdns})", i.name, list(&i.addresses));
     }
-    let _ = writeln!(out, "routing table    {} peers", d["routing_table_size"]);
+    let _ = writeln!(out, "routing table    {} peers", d.routing_table_size);
     let _ = writeln!(
         out,
         "connections      {} in + {} out established (max {}), {} / {} pending in, {} / {} pending out",
-        c["established_incoming"],
-        c["established_outgoing"],
-        c["max_peers"],
-        c["pending_incoming"],
-        c["max_pending_incoming"],
-        c["pending_outgoing"],
-        c["max_pending_outgoing"],
+        c.established_incoming,
+        c.established_outgoing,
+        c.max_peers,
+        c.pending_incoming,
+        c.max_pending_incoming,
+        c.pending_outgoing,
+        c.max_pending_outgoing,
     );
-    for b in d["bootstrap"].as_array().into_iter().flatten() {
-        let state = if b["connected"] == true {
-            "connected"
-        } else {
-            "not connected"
-        };
-        let _ = writeln!(out, "bootstrap        {} ({state})", text(&b["address"]));
+    for b in &d.bootstrap {
+        let state = if b.connected { "connected" } else { "not connected" };
+        let _ = writeln!(out, "bootstrap        {} ({state})", b.address);
     }
-    for (topic, size) in d["mesh_sizes"].as_object().into_iter().flatten() {
+    for (topic, size) in &d.mesh_sizes {
         let _ = writeln!(out, "mesh             {topic}: {size} peers");
     }
     out
@@ -383,6 +403,48 @@ mod tests {
             ["bbb".to_owned(), "x".to_owned()],
         ];
         assert_eq!(table(&["K", "V"], &rows), "K    V\na    long value\nbbb  x\n");
+    }
+
+    /// Serves one HTTP response on 127.0.0.1 whose body is written in `chunks`, each flushed and followed by a
+    /// pause, then closes; returns the URL.
+    async fn serve_in_chunks(chunks: Vec<Vec<u8>>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.set_nodelay(true).unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            socket.write_all(head.as_bytes()).await.unwrap();
+            for chunk in chunks {
+                socket.write_all(&chunk).await.unwrap();
+                socket.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_character_split_across_two_reads_arrives_whole() {
+        let line = "event: message\ndata: {\"data\":\"caf\u{e9} \u{1f41d}\"}\n\n"
+            .as_bytes()
+            .to_vec();
+        // Split inside the two-byte é and again inside the four-byte bee.
+        let e_acute = line.iter().position(|&b| b == 0xc3).unwrap() + 1;
+        let bee = line.iter().position(|&b| b == 0xf0).unwrap() + 2;
+        let chunks = vec![
+            line[..e_acute].to_vec(),
+            line[e_acute..bee].to_vec(),
+            line[bee..].to_vec(),
+        ];
+        let response = reqwest::get(serve_in_chunks(chunks).await).await.unwrap();
+        let mut out = Vec::new();
+        let ended = ApiClient::print_stream(response, &mut out).await.unwrap_err();
+        assert!(ended.to_string().contains("closed the event stream"), "{ended}");
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"data\":\"caf\u{e9} \u{1f41d}\"}\n");
     }
 
     #[test]

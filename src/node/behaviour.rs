@@ -26,6 +26,7 @@ use libp2p::{
 use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 
+use super::error::NodeError;
 use crate::{
     config::NodeConfig,
     wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse, MAX_ADMISSION_MESSAGE},
@@ -274,16 +275,21 @@ impl Behaviour {
     }
 
     /// Joins `topic` with our scoring parameters; false when already joined. At most `max_topics` topics.
-    pub fn join(&mut self, topic: &str, max_topics: usize) -> Result<bool, String> {
-        let topic = gossipsub::IdentTopic::new(topic);
+    pub fn join(&mut self, topic: &str, max_topics: usize) -> Result<bool, NodeError> {
+        let name = topic;
+        let topic = gossipsub::IdentTopic::new(name);
         let joined = self.gossipsub.topics().count();
         if joined >= max_topics && !self.gossipsub.topics().any(|t| *t == topic.hash()) {
-            return Err(format!("this node is already in {joined} topics, its --max-topics"));
+            return Err(NodeError::TooManyTopics { limit: max_topics });
         }
         self.gossipsub
             .set_topic_params(topic.clone(), topic_score_params())
-            .map_err(str::to_owned)?;
-        self.gossipsub.subscribe(&topic).map_err(|e| format!("{e:?}"))
+            .map_err(|reason| NodeError::Gossip {
+                reason: format!("cannot score topic {name:?}: {reason}"),
+            })?;
+        self.gossipsub
+            .subscribe(&topic)
+            .map_err(|e| NodeError::from_subscription(e, name, max_topics))
     }
 
     /// Peers currently in the Kademlia routing table.

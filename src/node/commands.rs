@@ -6,23 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p::{
-    Multiaddr, PeerId,
-    gossipsub::{self, IdentTopic, TopicHash},
-    kad::{self, QueryId},
-    swarm::{
-        DialError,
-        dial_opts::{DialOpts, PeerCondition},
-    },
-};
-use tokio::sync::oneshot;
-
 use super::{
     EventLoop,
     behaviour::{MAX_CONNECTIONS_PER_PEER, agent_version, protocols},
-    error::PublishError,
-    handle::Command,
-    swarm_events,
+    error::NodeError,
+    handle::{Command, Reply},
     views::{
         BootstrapStatus, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PublishRequest, Published,
         TopicInfo,
@@ -36,9 +24,15 @@ use crate::{
     },
     time::now_unix_ms,
 };
-
-/// Answers a caller's dial: the connected peer, or why not.
-pub(super) type DialReply = oneshot::Sender<Result<PeerId, String>>;
+use libp2p::{
+    Multiaddr, PeerId,
+    gossipsub::{IdentTopic, TopicHash},
+    kad::{self, QueryId},
+    swarm::{
+        DialError,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
 
 /// A publish waiting for its gossip message to go out.
 #[derive(Debug)]
@@ -46,7 +40,7 @@ pub(super) struct PendingPublish {
     id: String,
     /// The caller chose the id, so the result is remembered for repeats.
     idempotent: bool,
-    reply: oneshot::Sender<Result<Published, PublishError>>,
+    reply: Reply<Published>,
 }
 
 impl EventLoop {
@@ -71,14 +65,24 @@ impl EventLoop {
                     let decisions = self.peers.dismissed(peer, "disconnected by operator");
                     self.apply(decisions);
                 }
-                let _ = reply.send(connected);
+                let _ = reply.send(if connected {
+                    Ok(())
+                } else {
+                    Err(NodeError::NotConnected { peer })
+                });
             }
             Command::Unsubscribe { topic, reply } => {
-                let result = check_topic(&topic).map(|()| {
-                    self.swarm
+                let result = check_topic(&topic).map_err(NodeError::invalid_topic).and_then(|()| {
+                    let left = self
+                        .swarm
                         .behaviour_mut()
                         .gossipsub
-                        .unsubscribe(&IdentTopic::new(&topic))
+                        .unsubscribe(&IdentTopic::new(&topic));
+                    if left {
+                        Ok(())
+                    } else {
+                        Err(NodeError::NotSubscribed { topic })
+                    }
                 });
                 let _ = reply.send(result);
             }
@@ -95,7 +99,7 @@ impl EventLoop {
 
     /// Publishes one envelope, or queues it for the current batch of its topic (`--batch-window`); the reply goes
     /// out when the gossip message does. What may go out, and a repeated caller id, are `Publisher`'s decisions.
-    fn publish(&mut self, request: PublishRequest, reply: oneshot::Sender<Result<Published, PublishError>>) {
+    fn publish(&mut self, request: PublishRequest, reply: Reply<Published>) {
         let publish = Publish {
             topic: &request.topic,
             payload: &request.payload,
@@ -146,13 +150,7 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .publish(topic, flush.message)
-            .map_err(|e| match e {
-                gossipsub::PublishError::NoPeersSubscribedToTopic => PublishError::NoPeers(flush.topic.clone()),
-                gossipsub::PublishError::Duplicate => {
-                    PublishError::Gossip("this exact envelope was already published".into())
-                }
-                other => PublishError::Gossip(format!("{other:?}")),
-            });
+            .map_err(|e| NodeError::from_publish(e, &flush.topic));
         for pending in flush.entries {
             let result = sent.clone().map(|message_id| Published {
                 id: pending.id,
@@ -182,13 +180,13 @@ impl EventLoop {
         }
     }
 
-    fn subscribe(&mut self, topic: &str) -> Result<(), String> {
-        check_topic(topic)?;
+    fn subscribe(&mut self, topic: &str) -> Result<(), NodeError> {
+        check_topic(topic).map_err(NodeError::invalid_topic)?;
         let max_topics = self.config.max_topics;
         self.swarm.behaviour_mut().join(topic, max_topics).map(|_| ())
     }
 
-    fn dial(&mut self, address: Multiaddr, reply: DialReply) {
+    fn dial(&mut self, address: Multiaddr, reply: Reply<PeerId>) {
         if let Some(peer) = bare_peer_id(&address) {
             if self.swarm.is_connected(&peer) {
                 let _ = reply.send(Ok(peer));
@@ -204,13 +202,13 @@ impl EventLoop {
 
     /// Starts a dial whose outcome `reply` awaits: answered when the connection is up or has failed. A peer that
     /// another dial is already reaching answers from that dial's outcome.
-    fn dial_for_caller(&mut self, opts: DialOpts, reply: DialReply) {
+    fn dial_for_caller(&mut self, opts: DialOpts, reply: Reply<PeerId>) {
         let peer = opts.get_peer_id();
         match (self.start_dial(opts), peer) {
             (Ok(connection), _) => self.dials.answer_with(connection, reply),
             (Err(DialError::DialPeerConditionFalse(_)), Some(peer)) => self.dials.already_dialling(peer, reply),
             (Err(e), _) => {
-                let _ = reply.send(Err(swarm_events::dial_error_text(&e)));
+                let _ = reply.send(Err(NodeError::from_dial(&e)));
             }
         }
     }
@@ -248,7 +246,7 @@ impl EventLoop {
                 self.dial_for_caller(opts, reply);
             }
             LookupStep::NotFound { peer, reply } => {
-                let _ = reply.send(Err(format!("peer {peer} was not found in the DHT")));
+                let _ = reply.send(Err(NodeError::PeerNotFound { peer }));
             }
         }
     }
@@ -269,7 +267,11 @@ impl EventLoop {
             connected_peers: self.swarm.connected_peers().copied().collect(),
             routing_table: self.swarm.behaviour_mut().routing_table_peers(),
             topics,
-            rejected_messages: self.rejected.clone(),
+            rejected_messages: self
+                .rejected
+                .iter()
+                .map(|(reason, n)| ((*reason).to_owned(), *n))
+                .collect(),
             duplicate_ids: self.metrics.duplicates.get(),
         }
     }
@@ -304,7 +306,7 @@ impl EventLoop {
                 attempt: entry.attempt,
                 next_retry_ms: entry.next_retry.map(|at| ms(at.saturating_duration_since(now))),
                 sources: self.discoveries.sources(peer),
-                reason: entry.removed_because,
+                reason: entry.removed_because.map(str::to_owned),
                 bootstrap: entry.bootstrap,
                 admitted: self.membership.as_ref().map(|m| m.admissions.is_member(peer)),
                 member_name: self
@@ -412,10 +414,10 @@ fn interfaces(mdns_enabled: bool) -> Vec<InterfaceStatus> {
 }
 
 /// A refused publish as the caller reads it.
-fn publish_error(refusal: PublishRefusal) -> PublishError {
+fn publish_error(refusal: PublishRefusal) -> NodeError {
     match refusal {
-        PublishRefusal::InvalidTopic(why) => PublishError::InvalidTopic(why),
-        PublishRefusal::TooLarge { size, limit } => PublishError::TooLarge { size, limit },
-        PublishRefusal::InvalidEnvelope(why) => PublishError::InvalidEnvelope(why),
+        PublishRefusal::InvalidTopic(why) => NodeError::invalid_topic(why),
+        PublishRefusal::TooLarge { size, limit } => NodeError::PayloadTooLarge { size, limit },
+        PublishRefusal::InvalidEnvelope(reason) => NodeError::InvalidMessage { reason },
     }
 }

@@ -1,10 +1,11 @@
 //! What the node reports: `Event` (a timestamped `EventKind`) on the broadcast channel, which the stdout printer,
 //! the SSE stream and tests consume, and its JSON form (peer ids and addresses as text, payloads as text or base64).
+//! The text helpers at the end (`display*` to write, `parse*` to read) serve the views too.
 
 use base64::Engine;
 use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
-use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, ser::SerializeMap};
 
 use crate::{policy::liveness::PeerState, time::now_unix_ms};
 
@@ -26,7 +27,7 @@ impl Event {
 }
 
 /// How a peer came to our attention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscoverySource {
     Mdns,
@@ -36,16 +37,18 @@ pub enum DiscoverySource {
 }
 
 /// Which side opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Inbound,
     Outbound,
 }
 
-/// The events of `swarmnode run`'s stdout, one JSON object per line, tagged by `"event"`.
-#[derive(Debug, Clone, Serialize)]
+/// The events of `swarmnode run`'s stdout, one JSON object per line, tagged by `"event"`. Each variant's name
+/// (`name`, `names`) is derived from the enum by the same snake_case rule serde applies to the tag.
+#[derive(Debug, Clone, Serialize, strum::IntoStaticStr, strum::VariantNames)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     /// The node accepts connections on `address`.
     Listening {
@@ -151,40 +154,21 @@ pub enum RefusedBy {
 }
 
 impl EventKind {
-    /// Every event name, as the `"event"` field and the API's `?types=` filter spell them (`lagged` is the stream's
-    /// own notice that a reader fell behind).
-    pub const NAMES: [&'static str; 13] = [
-        "listening",
-        "discovered",
-        "connected",
-        "connection_refused",
-        "disconnected",
-        "subscribed",
-        "message",
-        "peer_state",
-        "ping",
-        "peer_admitted",
-        "peer_refused",
-        "peer_banned",
-        "lagged",
-    ];
+    /// The name of the event streams send when a reader fell behind (not a node event: the stream's own notice).
+    pub const LAGGED: &'static str = "lagged";
+
+    /// Every event name, as the `"event"` field and the API's `?types=` filter spell them: each variant's, then
+    /// `lagged`.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        <Self as strum::VariantNames>::VARIANTS
+            .iter()
+            .copied()
+            .chain([Self::LAGGED])
+    }
 
     /// This event's name (its `"event"` field).
     pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::Listening { .. } => "listening",
-            EventKind::Discovered { .. } => "discovered",
-            EventKind::Connected { .. } => "connected",
-            EventKind::ConnectionRefused { .. } => "connection_refused",
-            EventKind::Disconnected { .. } => "disconnected",
-            EventKind::Subscribed { .. } => "subscribed",
-            EventKind::Message { .. } => "message",
-            EventKind::PeerState { .. } => "peer_state",
-            EventKind::Ping { .. } => "ping",
-            EventKind::PeerAdmitted { .. } => "peer_admitted",
-            EventKind::PeerRefused { .. } => "peer_refused",
-            EventKind::PeerBanned { .. } => "peer_banned",
-        }
+        self.into()
     }
 
     /// The topic the event is about, for events that have one.
@@ -235,6 +219,39 @@ pub(crate) fn display_option<T: std::fmt::Display, S: Serializer>(
 
 pub(crate) fn display_all<T: std::fmt::Display, S: Serializer>(values: &[T], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(values.iter().map(ToString::to_string))
+}
+
+/// Reads what `display` wrote.
+pub(crate) fn parse<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+where
+    T: std::str::FromStr<Err: std::fmt::Display>,
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|e| D::Error::custom(format!("{text:?}: {e}")))
+}
+
+/// Reads what `display_option` wrote.
+pub(crate) fn parse_option<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: std::str::FromStr<Err: std::fmt::Display>,
+    D: Deserializer<'de>,
+{
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| text.parse().map_err(|e| D::Error::custom(format!("{text:?}: {e}"))))
+        .transpose()
+}
+
+/// Reads what `display_all` wrote.
+pub(crate) fn parse_all<'de, T, D>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    T: std::str::FromStr<Err: std::fmt::Display>,
+    D: Deserializer<'de>,
+{
+    Vec::<String>::deserialize(deserializer)?
+        .into_iter()
+        .map(|text| text.parse().map_err(|e| D::Error::custom(format!("{text:?}: {e}"))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -356,10 +373,13 @@ mod tests {
                 duration_ms: 1,
             },
         ];
+        let names: Vec<&str> = kinds.iter().map(EventKind::name).collect();
+        let mut every: Vec<&str> = EventKind::names().collect();
+        assert_eq!(every.pop(), Some(EventKind::LAGGED));
+        assert_eq!(names, every, "one sample of each variant, in declaration order");
         for kind in kinds {
             let name = kind.name();
             assert_eq!(json(kind)["event"], name);
-            assert!(EventKind::NAMES.contains(&name));
         }
     }
 }

@@ -1,31 +1,38 @@
 //! The node's boundary: `NodeHandle` sends commands into the swarm task and awaits one-shot replies; events leave
 //! on a broadcast channel (`event.rs`). The CLI, the HTTP API and the tests are all clients of exactly this surface,
-//! so nothing outside the event loop ever touches the `Swarm`.
+//! so nothing outside the event loop ever touches the `Swarm`. Every call answers `Result<_, NodeError>`; once the
+//! loop is gone, that is `NodeError::Stopped`.
 
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    error::PublishError,
+    error::NodeError,
     event::Event,
     views::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo},
 };
-use crate::metrics::Metrics;
+use crate::{
+    config::{bare_peer_id, check_dialable},
+    metrics::Metrics,
+};
+
+/// Where the event loop sends the outcome of a command that can fail.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 /// Requests the event loop serves; each carries the sender for its reply.
 #[derive(Debug)]
 pub(crate) enum Command {
     Publish {
         request: PublishRequest,
-        reply: oneshot::Sender<Result<Published, PublishError>>,
+        reply: Reply<Published>,
     },
     Subscribe {
         topic: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: Reply<()>,
     },
     Dial {
         address: Multiaddr,
-        reply: oneshot::Sender<Result<PeerId, String>>,
+        reply: Reply<PeerId>,
     },
     Status {
         reply: oneshot::Sender<NodeStatus>,
@@ -33,15 +40,15 @@ pub(crate) enum Command {
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
-    /// Closes every connection to `peer`; the reply is whether it was connected.
+    /// Closes every connection to `peer`.
     Disconnect {
         peer: PeerId,
-        reply: oneshot::Sender<bool>,
+        reply: Reply<()>,
     },
-    /// Leaves `topic`; the reply is whether we were subscribed.
+    /// Leaves `topic`.
     Unsubscribe {
         topic: String,
-        reply: oneshot::Sender<Result<bool, String>>,
+        reply: Reply<()>,
     },
     Topics {
         reply: oneshot::Sender<Vec<TopicInfo>>,
@@ -77,58 +84,55 @@ impl NodeHandle {
     }
 
     /// Publishes one envelope on `request.topic`.
-    pub async fn publish(&self, request: PublishRequest) -> Result<Published, PublishError> {
-        self.ask(|reply| Command::Publish { request, reply })
-            .await
-            .unwrap_or(Err(PublishError::NodeStopped))
+    pub async fn publish(&self, request: PublishRequest) -> Result<Published, NodeError> {
+        self.ask(|reply| Command::Publish { request, reply }).await?
     }
 
-    /// Joins a gossipsub topic.
-    pub async fn subscribe(&self, topic: &str) -> Result<(), String> {
+    /// Joins a gossipsub topic; joining one we are in already succeeds.
+    pub async fn subscribe(&self, topic: &str) -> Result<(), NodeError> {
         let topic = topic.to_owned();
-        self.ask(|reply| Command::Subscribe { topic, reply })
-            .await
-            .unwrap_or_else(|| Err(PublishError::NodeStopped.to_string()))
+        self.ask(|reply| Command::Subscribe { topic, reply }).await?
     }
 
-    /// Dials an address (with or without `/p2p/<id>`) and waits for the outcome: the peer connected, or why not.
-    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, String> {
-        self.ask(|reply| Command::Dial { address, reply })
-            .await
-            .unwrap_or_else(|| Err(PublishError::NodeStopped.to_string()))
+    /// Dials an address (with or without `/p2p/<id>`) and waits for the outcome: the peer connected, or why not. An
+    /// address that is only `/p2p/<id>` is looked up in the DHT first; any other must name a transport this node
+    /// speaks.
+    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, NodeError> {
+        if bare_peer_id(&address).is_none() {
+            check_dialable(&address).map_err(|reason| NodeError::InvalidAddress { reason })?;
+        }
+        self.ask(|reply| Command::Dial { address, reply }).await?
     }
 
-    /// The node's current status; `None` once it has stopped.
-    pub async fn status(&self) -> Option<NodeStatus> {
+    /// The node's current status.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         self.ask(|reply| Command::Status { reply }).await
     }
 
     /// Every peer in the peer table.
-    pub async fn peers(&self) -> Option<Vec<PeerInfo>> {
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
         self.ask(|reply| Command::Peers { reply }).await
     }
 
     /// Closes every connection to `peer`. Our own decision, so the peer is `removed`, not redialled (until it is
-    /// discovered again or connects); `Some(false)` when it was not connected.
-    pub async fn disconnect(&self, peer: PeerId) -> Option<bool> {
-        self.ask(|reply| Command::Disconnect { peer, reply }).await
+    /// discovered again or connects); `NotConnected` when it was not connected.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Disconnect { peer, reply }).await?
     }
 
-    /// Leaves a topic; `Ok(false)` when we were not subscribed.
-    pub async fn unsubscribe(&self, topic: &str) -> Result<bool, String> {
+    /// Leaves a topic; `NotSubscribed` when we were not in it.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<(), NodeError> {
         let topic = topic.to_owned();
-        self.ask(|reply| Command::Unsubscribe { topic, reply })
-            .await
-            .unwrap_or_else(|| Err(PublishError::NodeStopped.to_string()))
+        self.ask(|reply| Command::Unsubscribe { topic, reply }).await?
     }
 
     /// Our topics with their mesh and subscribed peers.
-    pub async fn topics(&self) -> Option<Vec<TopicInfo>> {
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>, NodeError> {
         self.ask(|reply| Command::Topics { reply }).await
     }
 
     /// Everything `GET /v1/diagnose` reports.
-    pub async fn diagnose(&self) -> Option<Diagnosis> {
+    pub async fn diagnose(&self) -> Result<Diagnosis, NodeError> {
         self.ask(|reply| Command::Diagnose { reply }).await
     }
 
@@ -138,9 +142,13 @@ impl NodeHandle {
         let _ = self.commands.send(Command::Shutdown).await;
     }
 
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+    /// Sends a command and awaits its reply; `Stopped` when the loop is gone before it could answer.
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
         let (reply, response) = oneshot::channel();
-        self.commands.send(command(reply)).await.ok()?;
-        response.await.ok()
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        response.await.map_err(|_| NodeError::Stopped)
     }
 }

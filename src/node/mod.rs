@@ -37,7 +37,7 @@ use tokio::{
 };
 
 pub use behaviour::{agent_version, message_id};
-pub use error::PublishError;
+pub use error::NodeError;
 pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
 pub use handle::NodeHandle;
 pub use transport::SecurityUpgrade;
@@ -49,8 +49,8 @@ pub use views::{
 use self::{
     admission::Membership,
     behaviour::{Behaviour, LEAVE_TIMEOUT},
-    commands::{DialReply, PendingPublish},
-    handle::Command,
+    commands::PendingPublish,
+    handle::{Command, Reply},
 };
 use crate::{
     config::NodeConfig,
@@ -250,7 +250,7 @@ struct EventLoop {
     /// Envelopes rejected in gossipsub validation, by reason.
     rejected: BTreeMap<&'static str, u64>,
     /// Dials this loop started, and the callers waiting for a dial or a lookup's outcome.
-    dials: Dials<DialReply, libp2p::kad::QueryId>,
+    dials: Dials<Reply<PeerId>, libp2p::kad::QueryId>,
     /// Who opened the first connection to each connected peer.
     directions: HashMap<PeerId, Direction>,
     /// What each connected peer told identify about itself.
@@ -390,6 +390,10 @@ impl EventLoop {
 
     /// Carries out what the peer table decided and reports its state changes.
     fn apply(&mut self, decisions: Decisions) {
+        if !decisions.transitions.is_empty() {
+            // At once, so a scrape right after a change sees it (the table sizes follow at the next tick).
+            self.metrics.set_peer_states(self.peers.states());
+        }
         for transition in decisions.transitions {
             tracing::info!(peer = %transition.peer, from = ?transition.from, to = ?transition.to, reason = transition.reason,
                 attempt = transition.attempt, "peer state");
@@ -430,7 +434,8 @@ impl EventLoop {
         }
     }
 
-    /// The peers-by-state and table-size gauges, from counts the tables keep (nothing is built or copied).
+    /// The table-size gauges, from counts the tables keep (nothing is built or copied); peers by state are set
+    /// whenever a state changes (`apply`), and here for peers the table forgot.
     fn set_gauges(&self) {
         self.metrics.set_peer_states(self.peers.states());
         let admissions = self.membership.as_ref().map_or(0, |m| m.admissions.len());

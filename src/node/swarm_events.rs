@@ -21,6 +21,7 @@ use libp2p::{
 use super::{
     EventLoop, Identified,
     behaviour::BehaviourEvent,
+    error::NodeError,
     event::{Direction, DiscoverySource, EventKind, MessageData},
 };
 use crate::{
@@ -81,7 +82,7 @@ impl EventLoop {
                     tracing::debug!(peer = ?peer_id, "outgoing connection failed: {error}");
                 }
                 for reply in self.dials.failed(connection_id, peer_id) {
-                    let _ = reply.send(Err(dial_error_text(&error)));
+                    let _ = reply.send(Err(NodeError::from_dial(&error)));
                 }
                 if let Some(peer) = peer_id {
                     let decisions = self.peers.dial_failed(peer, Instant::now());
@@ -452,14 +453,6 @@ fn denial_label(cause: &ConnectionDenied) -> &'static str {
         "blocked"
     } else {
         "other"
-    }
-}
-
-/// A dial error as a caller should read it: `DialError`'s text omits a denial's reason.
-pub(super) fn dial_error_text(error: &DialError) -> String {
-    match error {
-        DialError::Denied { cause } => format!("connection refused: {}", denial_reason(cause)),
-        other => other.to_string(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use bytes::Bytes;
 use libp2p::{PeerId, identity::Keypair, request_response, swarm::SwarmEvent};
 use swarmnode::{
-    node::{self, EventKind, PublishRequest, RefusedBy},
+    node::{self, EventKind, NodeError, PublishRequest, RefusedBy},
     policy::liveness::PeerState,
     security::certificate::{self, Certificate},
     security::identity,
@@ -335,7 +335,10 @@ async fn deny_and_allow_lists_refuse_peers_at_connection() {
         .await;
     assert_eq!(reason, "on the deny list");
     let outbound = denying.handle.dial(stranger.tcp_address.clone()).await.unwrap_err();
-    assert!(outbound.contains("deny list"), "{outbound}");
+    assert!(
+        matches!(&outbound, NodeError::ConnectionRefused { reason } if reason.contains("deny list")),
+        "{outbound}"
+    );
     friend
         .handle
         .dial(denying.tcp_address.clone())

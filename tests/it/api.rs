@@ -375,6 +375,37 @@ async fn bad_input_gets_the_right_status_and_a_json_error_and_the_node_carries_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_changes_the_node_refuses_say_why() {
+    // The node starts in its one default topic; --max-topics 2 leaves room for one more.
+    let node = ApiNode::start(|c| c.max_topics = 2, None).await;
+    let (status, _) = node.call(Method::POST, "/v1/topics/second", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = node.call(Method::POST, "/v1/topics/third", None).await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (StatusCode::CONFLICT, "too_many_topics"),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains("--max-topics"),
+        "{answer}"
+    );
+    let (status, _) = node.call(Method::POST, "/v1/topics/second", None).await;
+    assert_eq!(status, StatusCode::OK, "a topic already joined is no new topic");
+    let (status, answer) = node.call(Method::DELETE, "/v1/topics/third", None).await;
+    assert_eq!((status, error_code(&answer)), (StatusCode::NOT_FOUND, "not_subscribed"));
+    let (status, answer) = node.call(Method::DELETE, "/v1/topics/%07bell", None).await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_topic")
+    );
+    let (status, _) = node.call(Method::DELETE, "/v1/topics/second", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = node.call(Method::POST, "/v1/topics/third", None).await;
+    assert_eq!(status, StatusCode::OK, "room again once a topic is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_and_disconnect_a_peer_through_the_api() {
     let node = ApiNode::start(|_| {}, None).await;
     let other = TestNode::start(|_| {}).await;
@@ -389,7 +420,7 @@ async fn connect_and_disconnect_a_peer_through_the_api() {
         (status, &connected["peer"]),
         (StatusCode::OK, &json!(other.peer_id.to_string()))
     );
-    let (status, _) = node
+    let (status, refused) = node
         .call(
             Method::POST,
             "/v1/peers",
@@ -397,6 +428,7 @@ async fn connect_and_disconnect_a_peer_through_the_api() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "nothing listens on port 1");
+    assert_eq!(error_code(&refused), "dial_failed");
 
     let path = format!("/v1/peers/{}", other.peer_id);
     let (status, answer) = node.call(Method::DELETE, &path, None).await;
@@ -459,7 +491,7 @@ async fn every_documented_route_answers() {
     let node = ApiNode::start(|_| {}, None).await;
     let (status, document) = node.call(Method::GET, "/v1/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(document["openapi"], "3.0.3");
+    assert_eq!(document["openapi"], "3.1.0");
     for (method, path) in api::openapi::documented_routes(&document) {
         let path = path.replace("{peer}", "not-a-peer").replace("{topic}", "probe");
         let method: Method = method.parse().unwrap();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use libp2p::PeerId;
-use swarmnode::node::{DiscoverySource, EventKind, PublishError, PublishRequest};
+use swarmnode::node::{DiscoverySource, EventKind, NodeError, PublishRequest};
 
 use crate::support::{TestNode, eventually, wait_for_subscribers};
 
@@ -180,7 +180,7 @@ async fn payloads_up_to_the_limit_are_delivered_and_larger_ones_refused_at_publi
     let limit = nodes[0].config.max_payload_size();
 
     let refused = nodes[0].handle.publish(text(TOPIC, vec![1u8; limit + 1])).await;
-    assert_eq!(refused, Err(PublishError::TooLarge { size: limit + 1, limit }));
+    assert_eq!(refused, Err(NodeError::PayloadTooLarge { size: limit + 1, limit }));
     assert!(refused.unwrap_err().to_string().contains("--max-message-size"));
 
     let published = nodes[0]
@@ -205,7 +205,7 @@ async fn bad_publish_requests_are_refused_and_the_node_keeps_working() {
 
     let empty_topic = handle.publish(text("", "x")).await;
     assert!(
-        matches!(empty_topic, Err(PublishError::InvalidTopic(_))),
+        matches!(empty_topic, Err(NodeError::InvalidTopic { .. })),
         "{empty_topic:?}"
     );
     let long_id = handle
@@ -214,9 +214,14 @@ async fn bad_publish_requests_are_refused_and_the_node_keeps_working() {
             ..text(TOPIC, "x")
         })
         .await;
-    assert!(matches!(long_id, Err(PublishError::InvalidEnvelope(_))), "{long_id:?}");
+    assert!(matches!(long_id, Err(NodeError::InvalidMessage { .. })), "{long_id:?}");
     let nobody = handle.publish(text("a-topic-nobody-joined", "x")).await;
-    assert_eq!(nobody, Err(PublishError::NoPeers("a-topic-nobody-joined".into())));
+    assert_eq!(
+        nobody,
+        Err(NodeError::NoPeersSubscribed {
+            topic: "a-topic-nobody-joined".into()
+        })
+    );
 
     let ok = handle
         .publish(text(TOPIC, "still fine"))
@@ -243,5 +248,6 @@ async fn a_peer_given_by_id_alone_is_found_through_the_dht_and_dialled() {
     assert!(seeker.status().await.connected_peers.contains(&sought.peer_id));
     let unknown = PeerId::random();
     let error = seeker.handle.dial(bare(unknown)).await.unwrap_err();
-    assert!(error.contains("not found in the DHT"), "{error}");
+    assert_eq!(error, NodeError::PeerNotFound { peer: unknown });
+    assert!(error.to_string().contains("not found in the DHT"), "{error}");
 }
