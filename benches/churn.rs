@@ -17,10 +17,11 @@ use std::{
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_swarmnode");
-/// How long each peer lives, from start to its end.
-const PEER_LIFETIME: Duration = Duration::from_millis(1500);
+/// How long each peer lives, from start to its end: with 50 alive, about 17 peers start (and as many end) a second,
+/// which two cores carry beside the hub.
+const PEER_LIFETIME: Duration = Duration::from_secs(3);
 /// When a peer publishes its line, after it starts.
-const PUBLISH_AFTER: Duration = Duration::from_millis(800);
+const PUBLISH_AFTER: Duration = Duration::from_millis(1500);
 /// The hub's forget delay, and how long after the churn the end is read: the delay, the last redials (1 + 2 + 4 s
 /// with jitter) and a few housekeeping ticks.
 const FORGET_AFTER: &str = "30s";
@@ -90,6 +91,8 @@ fn spawn_peer(hub: &str, kill: bool) -> Peer {
         .arg("--data-dir")
         .arg(dir.path())
         .env("RUST_LOG", "error")
+        // One worker thread per peer: fifty of them share two cores with the hub.
+        .env("TOKIO_WORKER_THREADS", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -154,6 +157,9 @@ async fn main() {
         while spawned < total && alive.len() < concurrent {
             alive.push(spawn_peer(&hub_address, spawned % 3 == 0));
             spawned += 1;
+            if spawned % 500 == 0 {
+                eprintln!("{spawned} peers started, {:.0} s", began.elapsed().as_secs_f64());
+            }
         }
         for peer in alive
             .iter_mut()
