@@ -7,7 +7,11 @@
 //! once the forget delay and the redials are over (the end). The end against the start, in the same run, is the
 //! figure: near 1 when nothing is kept for peers that are gone.
 //!
-//! Run through `scripts/bench-churn.sh [PEERS] [CONCURRENT]` (defaults 3000 and 50).
+//! With a third argument, the path of another `swarmnode` binary (the build before this feature, say), that binary
+//! runs as a second hub beside the first, with the same flags but `--forget-after`, and every peer bootstraps from
+//! both: the two hubs see the same churn at the same time, so their figures compare within one run.
+//!
+//! Run through `scripts/bench-churn.sh [PEERS] [CONCURRENT] [BASELINE_BINARY]` (defaults 3000 and 50, no baseline).
 
 use std::{
     collections::BTreeMap,
@@ -75,23 +79,26 @@ async fn tables(client: &reqwest::Client, api: &str) -> BTreeMap<String, i64> {
     sizes
 }
 
-fn spawn_peer(hub: &str, kill: bool) -> Peer {
+fn spawn_peer(hubs: &[Hub], kill: bool) -> Peer {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let child = Command::new(BINARY)
-        .args([
-            "run",
-            "--no-mdns",
-            "--api",
-            "off",
-            "--stdin",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
-        .args(["--bootstrap", hub])
+    let mut command = Command::new(BINARY);
+    command.args([
+        "run",
+        "--no-mdns",
+        "--api",
+        "off",
+        "--stdin",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ]);
+    for hub in hubs {
+        command.args(["--bootstrap", &hub.address]);
+    }
+    let child = command
         .arg("--data-dir")
         .arg(dir.path())
         .env("RUST_LOG", "error")
-        // One worker thread per peer: fifty of them share two cores with the hub.
+        // One worker thread per peer: fifty of them share two cores with the hubs.
         .env("TOKIO_WORKER_THREADS", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -115,9 +122,66 @@ fn end_peer(mut peer: Peer) {
     let _ = peer.child.wait();
 }
 
-fn print_row(moment: &str, rss: u64, sizes: &BTreeMap<String, i64>) {
-    let tables: Vec<String> = sizes.iter().map(|(name, size)| format!("{name}={size}")).collect();
-    println!("| {moment} | {:.1} | {} |", rss as f64 / 1024.0, tables.join(" "));
+/// A hub node and what was read of it.
+struct Hub {
+    name: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+    address: String,
+    api: String,
+    start: (u64, BTreeMap<String, i64>),
+    peak: (u64, BTreeMap<String, i64>),
+}
+
+impl Hub {
+    fn start(name: &str, binary: &str, extra: &[&str]) -> Hub {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (p2p_port, api_port) = (free_port(), free_port());
+        let address = format!("/ip4/127.0.0.1/tcp/{p2p_port}");
+        let child = Command::new(binary)
+            .args(["run", "--no-mdns", "--listen", &address])
+            .args(["--api", &format!("127.0.0.1:{api_port}")])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the hub starts");
+        Hub {
+            name: name.to_owned(),
+            child,
+            _dir: dir,
+            address,
+            api: format!("http://127.0.0.1:{api_port}"),
+            start: (0, BTreeMap::new()),
+            peak: (0, BTreeMap::new()),
+        }
+    }
+
+    async fn read(&self, client: &reqwest::Client) -> (u64, BTreeMap<String, i64>) {
+        (rss_kib(self.child.id()), tables(client, &self.api).await)
+    }
+
+    async fn sample(&mut self, client: &reqwest::Client) {
+        let (rss, sizes) = self.read(client).await;
+        self.peak.0 = self.peak.0.max(rss);
+        for (name, size) in sizes {
+            let peak = self.peak.1.entry(name).or_insert(size);
+            *peak = (*peak).max(size);
+        }
+    }
+
+    fn row(&self, moment: &str, (rss, sizes): &(u64, BTreeMap<String, i64>)) {
+        let tables: Vec<String> = sizes.iter().map(|(name, size)| format!("{name}={size}")).collect();
+        println!(
+            "| {} | {moment} | {:.1} | {} |",
+            self.name,
+            *rss as f64 / 1024.0,
+            tables.join(" ")
+        );
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -125,37 +189,27 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let total: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3000);
     let concurrent: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
-    let hub_dir = tempfile::tempdir().expect("a temporary directory");
-    let (p2p_port, api_port) = (free_port(), free_port());
-    let mut hub = Command::new(BINARY)
-        .args(["run", "--no-mdns", "--forget-after", FORGET_AFTER])
-        .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p_port}")])
-        .args(["--api", &format!("127.0.0.1:{api_port}")])
-        .arg("--data-dir")
-        .arg(hub_dir.path())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the hub starts");
-    let hub_address = format!("/ip4/127.0.0.1/tcp/{p2p_port}");
-    let api = format!("http://127.0.0.1:{api_port}");
+    let mut hubs = vec![Hub::start("this build", BINARY, &["--forget-after", FORGET_AFTER])];
+    if let Some(baseline) = args.get(2) {
+        hubs.push(Hub::start("baseline", baseline, &[]));
+    }
     let client = reqwest::Client::new();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let start_rss = rss_kib(hub.id());
-    let start_tables = tables(&client, &api).await;
-    println!("| moment | hub RSS MiB | hub tables |");
-    println!("|---|---|---|");
-    print_row("start", start_rss, &start_tables);
+    println!("| hub | moment | RSS MiB | tables |");
+    println!("|---|---|---|---|");
+    for hub in hubs.iter_mut() {
+        hub.start = hub.read(&client).await;
+        hub.peak = hub.start.clone();
+        hub.row("start", &hub.start);
+    }
 
     let began = Instant::now();
     let mut alive: Vec<Peer> = Vec::new();
-    let (mut spawned, mut peak_rss) = (0usize, start_rss);
-    let mut peak_tables: BTreeMap<String, i64> = BTreeMap::new();
+    let mut spawned = 0usize;
     let mut next_sample = Instant::now();
     while spawned < total || !alive.is_empty() {
         while spawned < total && alive.len() < concurrent {
-            alive.push(spawn_peer(&hub_address, spawned % 3 == 0));
+            alive.push(spawn_peer(&hubs, spawned % 3 == 0));
             spawned += 1;
             if spawned % 500 == 0 {
                 eprintln!("{spawned} peers started, {:.0} s", began.elapsed().as_secs_f64());
@@ -176,36 +230,40 @@ async fn main() {
         done.into_iter().for_each(end_peer);
         if Instant::now() >= next_sample {
             next_sample += Duration::from_secs(1);
-            peak_rss = peak_rss.max(rss_kib(hub.id()));
-            for (name, size) in tables(&client, &api).await {
-                let peak = peak_tables.entry(name).or_insert(size);
-                *peak = (*peak).max(size);
+            for hub in hubs.iter_mut() {
+                hub.sample(&client).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let churn = began.elapsed();
-    print_row(
-        &format!("peak (during {total} peers, {:.0} s)", churn.as_secs_f64()),
-        peak_rss,
-        &peak_tables,
-    );
+    let churn = began.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
-    let end_rss = rss_kib(hub.id());
-    let end_tables = tables(&client, &api).await;
-    print_row(
-        &format!("end ({} s after the churn)", SETTLE.as_secs()),
-        end_rss,
-        &end_tables,
-    );
+    let mut summary = Vec::new();
+    for hub in hubs.iter_mut() {
+        let end = hub.read(&client).await;
+        hub.row(&format!("peak (during {total} peers, {churn:.0} s)"), &hub.peak);
+        hub.row(&format!("end ({} s after the churn)", SETTLE.as_secs()), &end);
+        let start_rss = hub.start.0.max(1) as f64;
+        let peers_at = |sizes: &BTreeMap<String, i64>| -> i64 {
+            sizes
+                .iter()
+                .filter(|(name, _)| name.starts_with("peers_"))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        summary.push(format!(
+            "{}: end/start RSS {:.2}, peak/start {:.2}; peers in the table at the end {} (at the peak {})",
+            hub.name,
+            end.0 as f64 / start_rss,
+            hub.peak.0 as f64 / start_rss,
+            peers_at(&end.1),
+            peers_at(&hub.peak.1),
+        ));
+        let _ = hub.child.kill();
+        let _ = hub.child.wait();
+    }
     println!();
-    println!(
-        "end/start RSS {:.2}, peak/start {:.2}; peers at the end {} (at the peak {})",
-        end_rss as f64 / start_rss.max(1) as f64,
-        peak_rss as f64 / start_rss.max(1) as f64,
-        end_tables.get("peers").copied().unwrap_or(-1),
-        peak_tables.get("peers").copied().unwrap_or(-1),
-    );
-    let _ = hub.kill();
-    let _ = hub.wait();
+    for line in summary {
+        println!("{line}");
+    }
 }
