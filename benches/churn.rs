@@ -209,9 +209,9 @@ async fn main() {
     let mut next_sample = Instant::now();
     while spawned < total || !alive.is_empty() {
         while spawned < total && alive.len() < concurrent {
-            alive.push(spawn_peer(&hubs, spawned % 3 == 0));
+            alive.push(spawn_peer(&hubs, spawned.is_multiple_of(3)));
             spawned += 1;
-            if spawned % 500 == 0 {
+            if spawned.is_multiple_of(500) {
                 eprintln!("{spawned} peers started, {:.0} s", began.elapsed().as_secs_f64());
             }
         }
