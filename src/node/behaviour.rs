@@ -119,7 +119,9 @@ pub fn message_id(data: &[u8]) -> gossipsub::MessageId {
 
 /// Peer scoring for the whole node. Positive contributions are capped low (`topic_score_cap`), so a peer cannot bank
 /// good behaviour to spend on a burst of invalid messages; the IP-colocation penalty is configurable because honest
-/// nodes share one address on loopback, in a NAT or in a container host, and loopback itself is exempt.
+/// nodes share one address on loopback, in a NAT or in a container host, and loopback itself is exempt. A
+/// disconnected peer's score is kept as long as the peer table keeps the peer (`--forget-after`), not gossipsub's
+/// hour, so per-peer memory follows the peers known now (a peer that misbehaved badly enough is banned meanwhile).
 pub fn peer_score_params(config: &NodeConfig) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let ip_colocation_threshold = config.gossip_ip_colocation_threshold;
     let params = gossipsub::PeerScoreParams {
@@ -135,6 +137,7 @@ pub fn peer_score_params(config: &NodeConfig) -> (gossipsub::PeerScoreParams, go
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(Ipv6Addr::LOCALHOST),
         ]),
+        retain_score: config.liveness.forget_after,
         ..gossipsub::PeerScoreParams::default()
     };
     let thresholds = gossipsub::PeerScoreThresholds {
