@@ -1,13 +1,13 @@
 //! The node's boundary: `NodeHandle` sends commands into the swarm task and awaits one-shot replies; events leave
-//! on a broadcast channel (`event.rs`). The CLI, the HTTP API and the tests are all clients of exactly this surface,
+//! on the event channel (`event_bus.rs`). The CLI, the HTTP API and the tests are all clients of exactly this surface,
 //! so nothing outside the event loop ever touches the `Swarm`.
 
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     error::PublishError,
-    event::Event,
+    event_bus::{EventReceiver, EventSender},
     views::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo},
 };
 use crate::metrics::Metrics;
@@ -57,7 +57,7 @@ pub(crate) enum Command {
 pub struct NodeHandle {
     pub(crate) peer_id: PeerId,
     pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: EventSender,
     pub(crate) metrics: Metrics,
 }
 
@@ -72,7 +72,7 @@ impl NodeHandle {
     }
 
     /// A new receiver of every event from now on.
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe_events(&self) -> EventReceiver {
         self.events.subscribe()
     }
 
