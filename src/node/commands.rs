@@ -95,8 +95,8 @@ impl EventLoop {
         };
         match &mut self.batcher {
             Some(batcher) => {
-                if let Some(full) = batcher.add(&topic, bytes, pending, Instant::now()) {
-                    self.send(full);
+                for flush in batcher.add(&topic, bytes, pending, Instant::now()) {
+                    self.send(flush);
                 }
             }
             None => self.send(Flush {

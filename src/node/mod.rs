@@ -77,6 +77,8 @@ use crate::{
 const EVENT_BUFFER_EVENTS: usize = 4096;
 /// Longest an event is kept for subscribers.
 const EVENT_MAX_AGE: Duration = Duration::from_secs(60);
+/// Most bytes of publishes waiting for their batch, across topics (`--batch-window`); past it the oldest batch goes.
+const BATCH_PENDING_BYTES: usize = 16 << 20;
 /// Commands buffered before callers wait.
 const COMMAND_BUFFER: usize = 256;
 /// How long a stopping node waits for its connections to close cleanly.
@@ -157,7 +159,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let dedup_window = config.dedup_window;
     let batcher = config
         .batch_window
-        .map(|window| Batcher::new(window, config.max_message_size));
+        .map(|window| Batcher::new(window, config.max_message_size, BATCH_PENDING_BYTES));
     let rate_limiter = (config.peer_message_rate > 0).then(|| PeerRateLimiter::new(config.peer_message_rate));
     let event_loop = EventLoop {
         membership,
