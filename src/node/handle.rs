@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     error::PublishError,
     event_bus::{EventReceiver, EventSender},
+    publish_budget::PublishBudget,
     views::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo},
 };
 use crate::metrics::Metrics;
@@ -58,6 +59,8 @@ pub struct NodeHandle {
     pub(crate) peer_id: PeerId,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) events: EventSender,
+    /// Bounds the bytes of publishes on their way into the loop.
+    pub(crate) publish_budget: PublishBudget,
     pub(crate) metrics: Metrics,
 }
 
@@ -76,8 +79,9 @@ impl NodeHandle {
         self.events.subscribe()
     }
 
-    /// Publishes one envelope on `request.topic`.
-    pub async fn publish(&self, request: PublishRequest) -> Result<Published, PublishError> {
+    /// Publishes one envelope on `request.topic`, first waiting for room if too many bytes are being published.
+    pub async fn publish(&self, mut request: PublishRequest) -> Result<Published, PublishError> {
+        request.payload = self.publish_budget.reserve(request.payload).await;
         self.ask(|reply| Command::Publish { request, reply })
             .await
             .unwrap_or(Err(PublishError::NodeStopped))

@@ -11,6 +11,7 @@ mod error;
 mod event;
 mod event_bus;
 mod handle;
+mod publish_budget;
 mod swarm_events;
 mod transport;
 mod views;
@@ -55,6 +56,7 @@ use self::{
     commands::PendingPublish,
     event_bus::EventSender,
     handle::Command,
+    publish_budget::PublishBudget,
 };
 use crate::{
     config::NodeConfig,
@@ -77,6 +79,8 @@ use crate::{
 const EVENT_BUFFER_EVENTS: usize = 4096;
 /// Longest an event is kept for subscribers.
 const EVENT_MAX_AGE: Duration = Duration::from_secs(60);
+/// Most payload bytes of publishes on their way into the loop at once; more publishes wait for room.
+const PUBLISH_IN_FLIGHT_BYTES: u32 = 64 << 20;
 /// Most bytes of publishes waiting for their batch, across topics (`--batch-window`); past it the oldest batch goes.
 const BATCH_PENDING_BYTES: usize = 16 << 20;
 /// Commands buffered before callers wait.
@@ -194,6 +198,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
             peer_id,
             commands: commands_tx,
             events: events_tx,
+            publish_budget: PublishBudget::new(PUBLISH_IN_FLIGHT_BYTES),
             metrics,
         },
         events,
