@@ -5,7 +5,7 @@ use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr::Protocol};
 
-use crate::{policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
+use crate::{node::EVENT_OVERHEAD, policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
 
 /// The Kademlia protocol of a swarmnode swarm: our own, so that a swarm never merges into the public IPFS DHT.
 pub const DEFAULT_KAD_PROTOCOL: &str = "/swarmnode/kad/1.0.0";
@@ -16,6 +16,8 @@ pub const MAX_TOPIC_LEN: usize = 256;
 /// Smallest and largest `--max-message-size`.
 pub const MIN_MESSAGE_SIZE: usize = 1024;
 pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// Largest `--event-buffer-bytes` (the smallest is one largest message's event).
+pub const MAX_EVENT_BUFFER_BYTES: usize = 1 << 30;
 
 /// A security protocol offered on TCP connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,9 @@ pub struct NodeConfig {
     pub max_topics: usize,
     /// Gossip messages accepted per second from one peer (bursts up to one second's worth); 0 is unlimited.
     pub peer_message_rate: u32,
+    /// Most bytes of events kept for subscribers (each event's payload plus `EVENT_OVERHEAD`); past it the oldest
+    /// are dropped and a subscriber that had not read them is told how many it missed.
+    pub event_buffer_bytes: usize,
 }
 
 impl NodeConfig {
@@ -123,6 +128,7 @@ impl NodeConfig {
             gossip_ip_colocation_threshold: 10,
             max_topics: 256,
             peer_message_rate: 2000,
+            event_buffer_bytes: 64 << 20,
         }
     }
 
@@ -163,6 +169,16 @@ impl NodeConfig {
             return Err(ConfigError::new(
                 "max-message-size",
                 format!("must be between {MIN_MESSAGE_SIZE} bytes and {MAX_MESSAGE_SIZE} bytes"),
+            ));
+        }
+        let smallest_event_buffer = self.max_message_size + EVENT_OVERHEAD;
+        if !(smallest_event_buffer..=MAX_EVENT_BUFFER_BYTES).contains(&self.event_buffer_bytes) {
+            return Err(ConfigError::new(
+                "event-buffer-bytes",
+                format!(
+                    "must be between {smallest_event_buffer} bytes (--max-message-size plus {EVENT_OVERHEAD} bytes, \
+                     so the largest message's event fits) and {MAX_EVENT_BUFFER_BYTES} bytes (1024MiB)"
+                ),
             ));
         }
         if self.heartbeat < Duration::from_millis(10) {
@@ -404,6 +420,7 @@ mod tests {
         assert_eq!(config.key_path, PathBuf::from("/tmp/swarmnode-test/identity.key"));
         assert_eq!(config.heartbeat, Duration::from_secs(10));
         assert_eq!(config.max_message_size, 1 << 20);
+        assert_eq!(config.event_buffer_bytes, 64 << 20);
         assert_eq!(config.kad_protocol.as_ref(), "/swarmnode/kad/1.0.0");
         assert_eq!(config.security, vec![SecurityProtocol::Tls, SecurityProtocol::Noise]);
         assert_eq!(config.topics, vec!["swarmnode".to_owned()]);
@@ -427,6 +444,14 @@ mod tests {
             ("security", Box::new(|c| c.security.clear())),
             ("security", Box::new(|c| c.security = vec![SecurityProtocol::Tls; 2])),
             ("max-message-size", Box::new(|c| c.max_message_size = 10)),
+            (
+                "event-buffer-bytes",
+                Box::new(|c| c.event_buffer_bytes = MAX_EVENT_BUFFER_BYTES + 1),
+            ),
+            (
+                "event-buffer-bytes",
+                Box::new(|c| c.max_message_size = MAX_MESSAGE_SIZE),
+            ),
             ("heartbeat", Box::new(|c| c.heartbeat = Duration::ZERO)),
             ("max-peers", Box::new(|c| c.max_peers = 0)),
             ("dial-timeout", Box::new(|c| c.dial_timeout = Duration::from_millis(5))),

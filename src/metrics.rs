@@ -17,7 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::policy::liveness::PeerState;
+use crate::{node::Buffered, policy::liveness::PeerState};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -108,6 +108,9 @@ pub struct Metrics {
     pub bans: Family<ReasonLabel, Counter>,
     /// Connections refused before they were up, by cause (`limit`, `deny_list`, `not_allowed`, `banned`).
     pub connections_refused: Family<ReasonLabel, Counter>,
+    /// What the event channel keeps for its subscribers: bytes (payloads plus a fixed overhead each) and events.
+    pub event_buffer_bytes: Gauge,
+    pub event_buffer_events: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -200,8 +203,22 @@ impl Metrics {
             "Connections refused before they were up, by cause",
             connections_refused.clone(),
         );
+        let event_buffer_bytes = Gauge::default();
+        ours.register(
+            "event_buffer_bytes",
+            "Bytes of the events kept for event subscribers (payloads plus a fixed overhead per event)",
+            event_buffer_bytes.clone(),
+        );
+        let event_buffer_events = Gauge::default();
+        ours.register(
+            "event_buffer_events",
+            "Events kept for event subscribers",
+            event_buffer_events.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            event_buffer_bytes,
+            event_buffer_events,
             admitted,
             admission_refused,
             bans,
@@ -242,6 +259,14 @@ impl Metrics {
         }
     }
 
+    /// Sets the event-buffer gauges to what the event channel holds.
+    pub fn set_event_buffer(&self, buffered: Buffered) {
+        self.event_buffer_bytes
+            .set(i64::try_from(buffered.bytes).unwrap_or(i64::MAX));
+        self.event_buffer_events
+            .set(i64::try_from(buffered.events).unwrap_or(i64::MAX));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -264,6 +289,11 @@ mod tests {
             .get_or_create(&ReasonLabel { reason: "malformed" })
             .inc();
         metrics.set_peer_states([PeerState::Active, PeerState::Active, PeerState::Left]);
+        metrics.set_event_buffer(Buffered {
+            events: 3,
+            bytes: 5000,
+            peak_bytes: 6000,
+        });
         let text = metrics.encode();
         assert!(text.contains("swarmnode_messages_published_total 1"), "{text}");
         assert!(
@@ -273,5 +303,7 @@ mod tests {
         assert!(text.contains("swarmnode_peers{state=\"active\"} 2"), "{text}");
         assert!(text.contains("swarmnode_peers{state=\"left\"} 1"), "{text}");
         assert!(text.contains("swarmnode_peers{state=\"removed\"} 0"), "{text}");
+        assert!(text.contains("swarmnode_event_buffer_bytes 5000"), "{text}");
+        assert!(text.contains("swarmnode_event_buffer_events 3"), "{text}");
     }
 }

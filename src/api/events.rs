@@ -1,7 +1,8 @@
 //! `GET /v1/events`: the node's event stream as Server-Sent Events, one SSE event per node event (`event:` its name,
 //! `data:` the same JSON line `swarmnode run` prints), filtered by `?types=` and `?topic=`. Each client reads its own
-//! broadcast receiver, so a slow client only hurts itself: when it falls behind it gets a final `lagged` event and the
-//! stream ends; the node never waits for it.
+//! event receiver, so a slow client only hurts itself: when it falls behind it gets a final `lagged` event and the
+//! stream ends; the node never waits for it. The stream takes the next event only when the server asks for it (one
+//! event at a time, as the client's connection drains), so it buffers nothing ahead of the channel.
 
 use std::{collections::HashSet, convert::Infallible, time::Duration};
 
@@ -11,11 +12,10 @@ use axum::{
 };
 use futures::{Stream, stream};
 use serde::Deserialize;
-use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{ApiState, bodies::ErrorBody, error::ApiError};
 use crate::{
-    node::{Event, EventKind},
+    node::{EventKind, EventReceiver, RecvError},
     time::now_unix_ms,
 };
 
@@ -88,10 +88,7 @@ pub async fn events(
 }
 
 /// The SSE events for one client: matching node events until the node stops, or a `lagged` notice and the end.
-fn event_stream(
-    receiver: broadcast::Receiver<Event>,
-    filter: EventFilter,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn event_stream(receiver: EventReceiver, filter: EventFilter) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     stream::unfold(Some(receiver), move |receiver| {
         let filter = filter.clone();
         async move {
@@ -120,9 +117,12 @@ fn event_stream(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use futures::StreamExt;
 
     use super::*;
+    use crate::node::{Event, EventBufferLimits, event_channel};
 
     fn subscribed(topic: &str) -> EventKind {
         EventKind::Subscribed {
@@ -152,11 +152,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_falls_behind_gets_a_final_lagged_event_and_the_stream_ends() {
-        let (sender, receiver) = broadcast::channel(4);
+        let (sender, receiver) = event_channel(EventBufferLimits {
+            bytes: 1 << 20,
+            events: 4,
+            max_age: Duration::from_secs(60),
+        });
         let stream = event_stream(receiver, EventFilter::default());
-        // The node keeps sending while nobody reads: the channel overwrites the oldest, never waits.
+        // The node keeps sending while nobody reads: the channel drops the oldest, never waits.
         for _ in 0..10 {
-            sender.send(Event::now(subscribed("a"))).unwrap();
+            sender.send(Event::now(subscribed("a")), Instant::now());
         }
         let events: Vec<SseEvent> = stream.map(|e| e.unwrap()).collect().await;
         assert_eq!(events.len(), 1, "only the notice: the stream ends there");

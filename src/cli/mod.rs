@@ -327,6 +327,11 @@ pub struct RunArgs {
     /// Gossip messages accepted per second from one peer; a flood beyond it is dropped. 0 is unlimited.
     #[arg(long, env = "SWARMNODE_PEER_MESSAGE_RATE", default_value_t = 2000)]
     pub peer_message_rate: u32,
+    /// Most bytes of events kept for readers (stdout, /v1/events), each event counting its payload plus 1 KiB; past
+    /// it the oldest are dropped and a reader that had not read them gets a `lagged` notice. At least
+    /// --max-message-size plus 1 KiB, at most 1024MiB.
+    #[arg(long, env = "SWARMNODE_EVENT_BUFFER_BYTES", default_value = "64MiB", value_parser = config::parse_size)]
+    pub event_buffer_bytes: usize,
     /// Where to serve the HTTP/JSON control API, HOST:PORT (port 0 picks one), or `off`. Any address but loopback
     /// needs --api-token-file.
     #[arg(long = "api", env = "SWARMNODE_API_LISTEN", default_value = "127.0.0.1:5100")]

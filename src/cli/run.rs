@@ -9,14 +9,13 @@ use libp2p::PeerId;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     signal::unix::{Signal, SignalKind, signal},
-    sync::broadcast,
 };
 
 use super::RunArgs;
 use crate::{
     api::{self, ApiConfig},
     config::{self, NodeConfig},
-    node::{self, Event, NodeHandle, PublishRequest},
+    node::{self, EventReceiver, NodeHandle, PublishRequest, RecvError},
     policy::liveness::LivenessPolicy,
     time::now_unix_ms,
     wire::envelope::TEXT_CONTENT_TYPE,
@@ -55,6 +54,7 @@ impl RunArgs {
         config.gossip_ip_colocation_threshold = self.gossip_ip_colocation_threshold;
         config.max_topics = self.max_topics;
         config.peer_message_rate = self.peer_message_rate;
+        config.event_buffer_bytes = self.event_buffer_bytes;
         config.liveness = LivenessPolicy {
             peer_timeout: self.peer_timeout,
             reconnect_attempts: self.reconnect_attempts,
@@ -146,16 +146,16 @@ impl ShutdownSignals {
 }
 
 /// Writes each event as one JSON line on stdout. A reader that falls behind is told how many events it missed.
-async fn print_events(mut events: broadcast::Receiver<Event>) {
+async fn print_events(mut events: EventReceiver) {
     let mut stdout = tokio::io::stdout();
     loop {
         let line = match events.recv().await {
             Ok(event) => serde_json::to_string(&event),
-            Err(broadcast::error::RecvError::Lagged(skipped)) => Ok(serde_json::json!({
+            Err(RecvError::Lagged(skipped)) => Ok(serde_json::json!({
                 "event": "lagged", "ts": now_unix_ms(), "skipped": skipped
             })
             .to_string()),
-            Err(broadcast::error::RecvError::Closed) => return,
+            Err(RecvError::Closed) => return,
         };
         let line = match line {
             Ok(line) => line,
@@ -254,6 +254,7 @@ mod tests {
         );
         assert_eq!(defaults.max_topics, expected.max_topics);
         assert_eq!(defaults.peer_message_rate, expected.peer_message_rate);
+        assert_eq!(defaults.event_buffer_bytes, expected.event_buffer_bytes);
         assert_eq!(defaults.key_path, PathBuf::from("/d/identity.key"));
         assert!(defaults.mdns);
 
@@ -279,6 +280,8 @@ mod tests {
             "500ms",
             "--kad-protocol",
             "/ipfs/kad/1.0.0",
+            "--event-buffer-bytes",
+            "16MiB",
         ])
         .to_config()
         .unwrap();
@@ -290,6 +293,7 @@ mod tests {
         assert_eq!(config.max_message_size, 64 << 10);
         assert_eq!(config.heartbeat, Duration::from_millis(500));
         assert_eq!(config.kad_protocol.as_ref(), "/ipfs/kad/1.0.0");
+        assert_eq!(config.event_buffer_bytes, 16 << 20);
     }
 
     #[test]

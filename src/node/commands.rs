@@ -129,8 +129,8 @@ impl EventLoop {
         };
         match &mut self.batcher {
             Some(batcher) => {
-                if let Some(full) = batcher.add(&outgoing.topic, outgoing.message, pending, Instant::now()) {
-                    self.send(full);
+                for flush in batcher.add(&outgoing.topic, outgoing.message, pending, Instant::now()) {
+                    self.send(flush);
                 }
             }
             None => self.send(Flush {

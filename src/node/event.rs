@@ -1,4 +1,4 @@
-//! What the node reports: `Event` (a timestamped `EventKind`) on the broadcast channel, which the stdout printer,
+//! What the node reports: `Event` (a timestamped `EventKind`) on the event channel, which the stdout printer,
 //! the SSE stream and tests consume, and its JSON form (peer ids and addresses as text, payloads as text or base64).
 //! The text helpers at the end (`display*` to write, `parse*` to read) serve the views too.
 

@@ -1,14 +1,15 @@
 //! The node's boundary: `NodeHandle` sends commands into the swarm task and awaits one-shot replies; events leave
-//! on a broadcast channel (`event.rs`). The CLI, the HTTP API and the tests are all clients of exactly this surface,
+//! on the event channel (`event_bus.rs`). The CLI, the HTTP API and the tests are all clients of exactly this surface,
 //! so nothing outside the event loop ever touches the `Swarm`. Every call answers `Result<_, NodeError>`; once the
 //! loop is gone, that is `NodeError::Stopped`.
 
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     error::NodeError,
-    event::Event,
+    event_bus::{EventReceiver, EventSender},
+    publish_budget::PublishBudget,
     views::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo},
 };
 use crate::{
@@ -64,7 +65,9 @@ pub(crate) enum Command {
 pub struct NodeHandle {
     pub(crate) peer_id: PeerId,
     pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: EventSender,
+    /// Bounds the bytes of publishes on their way into the loop.
+    pub(crate) publish_budget: PublishBudget,
     pub(crate) metrics: Metrics,
 }
 
@@ -79,12 +82,13 @@ impl NodeHandle {
     }
 
     /// A new receiver of every event from now on.
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe_events(&self) -> EventReceiver {
         self.events.subscribe()
     }
 
-    /// Publishes one envelope on `request.topic`.
-    pub async fn publish(&self, request: PublishRequest) -> Result<Published, NodeError> {
+    /// Publishes one envelope on `request.topic`, first waiting for room if too many bytes are being published.
+    pub async fn publish(&self, mut request: PublishRequest) -> Result<Published, NodeError> {
+        request.payload = self.publish_budget.reserve(request.payload).await;
         self.ask(|reply| Command::Publish { request, reply }).await?
     }
 

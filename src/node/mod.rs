@@ -9,7 +9,9 @@ mod behaviour;
 mod commands;
 mod error;
 mod event;
+mod event_bus;
 mod handle;
+mod publish_budget;
 mod swarm_events;
 mod transport;
 mod views;
@@ -31,14 +33,13 @@ use libp2p::{
     },
 };
 use prometheus_client::registry::Registry;
-use tokio::{
-    sync::{broadcast, mpsc},
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use behaviour::{agent_version, message_id};
 pub use error::NodeError;
 pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
+pub use event_bus::{Buffered, EVENT_OVERHEAD, EventReceiver, RecvError, TryRecvError};
+pub(crate) use event_bus::{EventBufferLimits, event_channel};
 pub use handle::NodeHandle;
 pub use transport::SecurityUpgrade;
 pub use views::{
@@ -50,7 +51,9 @@ use self::{
     admission::Membership,
     behaviour::{Behaviour, LEAVE_TIMEOUT},
     commands::PendingPublish,
+    event_bus::EventSender,
     handle::{Command, Reply},
+    publish_budget::PublishBudget,
 };
 use crate::{
     config::NodeConfig,
@@ -68,8 +71,15 @@ use crate::{
     wire::leave::LeaveNotice,
 };
 
-/// Events buffered per subscriber before a slow one starts missing them (it is told how many it missed).
-const EVENT_BUFFER: usize = 4096;
+/// Most events kept for subscribers, however small (the bytes are bounded by `--event-buffer-bytes`); a slow
+/// subscriber misses the oldest and is told how many.
+const EVENT_BUFFER_EVENTS: usize = 4096;
+/// Longest an event is kept for subscribers.
+const EVENT_MAX_AGE: Duration = Duration::from_secs(60);
+/// Most payload bytes of publishes on their way into the loop at once; more publishes wait for room.
+const PUBLISH_IN_FLIGHT_BYTES: u32 = 64 << 20;
+/// Most bytes of publishes waiting for their batch, across topics (`--batch-window`); past it the oldest batch goes.
+const BATCH_PENDING_BYTES: usize = 16 << 20;
 /// Commands buffered before callers wait.
 const COMMAND_BUFFER: usize = 256;
 /// How long a stopping node waits for its connections to close cleanly.
@@ -87,7 +97,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 pub struct RunningNode {
     pub handle: NodeHandle,
     /// Receives every event from the very first one (the listen addresses), so no caller misses the start.
-    pub events: broadcast::Receiver<Event>,
+    pub events: EventReceiver,
     task: JoinHandle<()>,
 }
 
@@ -144,12 +154,16 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     tracing::info!(%peer_id, agent = %agent_version(), "node starting");
 
     let (commands_tx, commands) = mpsc::channel(COMMAND_BUFFER);
-    let (events_tx, events) = broadcast::channel(EVENT_BUFFER);
+    let (events_tx, events) = event_channel(EventBufferLimits {
+        bytes: config.event_buffer_bytes,
+        events: EVENT_BUFFER_EVENTS,
+        max_age: EVENT_MAX_AGE,
+    });
     let dedup_window = config.dedup_window;
     let max_message_size = config.max_message_size;
     let batcher = config
         .batch_window
-        .map(|window| Batcher::new(window, config.max_message_size));
+        .map(|window| Batcher::new(window, config.max_message_size, BATCH_PENDING_BYTES));
     let gossip_gate = GossipGate::new(
         config.max_message_size,
         config.peer_message_rate,
@@ -185,6 +199,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
             peer_id,
             commands: commands_tx,
             events: events_tx,
+            publish_budget: PublishBudget::new(PUBLISH_IN_FLIGHT_BYTES),
             metrics,
         },
         events,
@@ -242,7 +257,7 @@ struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: NodeConfig,
     commands: mpsc::Receiver<Command>,
-    events: broadcast::Sender<Event>,
+    events: EventSender,
     bootstrap: BootstrapPeers,
     discoveries: Discoveries,
     /// The liveness policy: decides when to disconnect, redial and give up on peers.
@@ -289,6 +304,7 @@ impl EventLoop {
                     self.on_bootstrap_check();
                     self.on_membership_tick();
                     self.set_gauges();
+                    self.metrics.set_event_buffer(self.events.expire(Instant::now()));
                 }
             }
         }
@@ -352,8 +368,8 @@ impl EventLoop {
     }
 
     fn emit(&self, kind: EventKind) {
-        // No subscriber is not an error: a node may run with nobody watching.
-        let _ = self.events.send(Event::now(kind));
+        let buffered = self.events.send(Event::now(kind), Instant::now());
+        self.metrics.set_event_buffer(buffered);
     }
 
     /// Seeds the routing table with bootstrap peers whose ids we know and dials every bootstrap address.

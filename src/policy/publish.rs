@@ -3,7 +3,8 @@
 //!   caller-chosen id seen within `--dedup-window` gets its first result back and nothing is sent again;
 //! - `Batcher` (`--batch-window`): publishes to one topic within the window travel as one gossip message. One signed
 //!   gossip message instead of many saves a signature, a verification and the per-message gossip overhead on every
-//!   hop, which is where a busy publisher's throughput goes. It is told the time and says what to flush.
+//!   hop, which is where a busy publisher's throughput goes. It is told the time and says what to flush. The bytes
+//!   waiting across all topics are bounded too: past the budget the oldest batches go out early.
 
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,10 @@ impl<R: Clone> Publisher<R> {
 pub struct Batcher<R> {
     window: Duration,
     limit: usize,
+    /// Most bytes waiting across all topics.
+    budget: usize,
+    /// Bytes waiting across all topics: the sum of the pending batches' sizes.
+    waiting: usize,
     pending: Vec<Pending<R>>,
 }
 
@@ -146,53 +151,96 @@ pub struct Flush<R> {
 }
 
 impl<R> Batcher<R> {
-    /// `limit` is the largest message a receiver accepts (`--max-message-size`).
-    pub fn new(window: Duration, limit: usize) -> Self {
+    /// `limit` is the largest message a receiver accepts (`--max-message-size`); `budget` the most bytes that may
+    /// wait across all topics.
+    pub fn new(window: Duration, limit: usize, budget: usize) -> Self {
         Batcher {
             window,
             limit,
+            budget,
+            waiting: 0,
             pending: Vec::new(),
         }
     }
 
-    /// Queues an encoded envelope for `topic`. A batch that this one would overfill (size or entries) is returned to
-    /// send first; the new envelope then starts the next batch, due one window from now.
-    pub fn add(&mut self, topic: &str, envelope: Vec<u8>, context: R, now: Instant) -> Option<Flush<R>> {
+    /// Queues an encoded envelope for `topic`. Returned to send first: a batch that this one would overfill (size or
+    /// entries), then the oldest batches while the bytes waiting would pass the budget; the new envelope then joins
+    /// or starts the batch of its topic, due one window from now. An envelope that alone passes the budget is
+    /// returned to go out at once, by itself.
+    pub fn add(&mut self, topic: &str, envelope: Vec<u8>, context: R, now: Instant) -> Vec<Flush<R>> {
         let entry_size = envelope.len() + BATCH_PER_ENTRY;
-        let mut full = None;
-        if let Some(index) = self.pending.iter().position(|p| p.topic == topic) {
+        let mut flushes = Vec::new();
+        if let Some(index) = self.position(topic) {
             let pending = &self.pending[index];
             if pending.size + entry_size > self.limit || pending.entries.len() == MAX_BATCH_ENTRIES {
-                full = Some(flush(self.pending.remove(index)));
+                flushes.push(self.take(index));
             }
         }
+        let added = loop {
+            let added = entry_size
+                + if self.position(topic).is_some() {
+                    0
+                } else {
+                    BATCH_HEADER
+                };
+            if self.waiting + added <= self.budget {
+                break Some(added);
+            }
+            let oldest = (0..self.pending.len()).min_by_key(|&index| self.pending[index].deadline);
+            match oldest {
+                Some(index) => flushes.push(self.take(index)),
+                None => break None,
+            }
+        };
+        let Some(added) = added else {
+            flushes.push(Flush {
+                topic: topic.to_owned(),
+                message: envelope,
+                entries: vec![context],
+            });
+            return flushes;
+        };
+        self.waiting += added;
         match self.pending.iter_mut().find(|p| p.topic == topic) {
             Some(pending) => {
-                pending.size += entry_size;
+                pending.size += added;
                 pending.entries.push((envelope, context));
             }
             None => self.pending.push(Pending {
                 topic: topic.to_owned(),
                 entries: vec![(envelope, context)],
-                size: BATCH_HEADER + entry_size,
+                size: added,
                 deadline: now + self.window,
             }),
         }
-        full
+        flushes
     }
 
     /// The batches whose window has closed by `now`.
     pub fn due(&mut self, now: Instant) -> Vec<Flush<R>> {
-        let (due, waiting) = std::mem::take(&mut self.pending)
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| p.deadline <= now);
         self.pending = waiting;
+        self.waiting = self.pending.iter().map(|p| p.size).sum();
         due.into_iter().map(flush).collect()
     }
 
     /// Every waiting batch, at once (the node is stopping).
     pub fn drain(&mut self) -> Vec<Flush<R>> {
+        self.waiting = 0;
         std::mem::take(&mut self.pending).into_iter().map(flush).collect()
+    }
+
+    fn position(&self, topic: &str) -> Option<usize> {
+        self.pending.iter().position(|p| p.topic == topic)
+    }
+
+    /// Takes the batch at `index` out to be sent.
+    fn take(&mut self, index: usize) -> Flush<R> {
+        let pending = self.pending.remove(index);
+        self.waiting -= pending.size;
+        flush(pending)
     }
 
     /// When the next batch is due, if any is waiting.
@@ -316,10 +364,10 @@ mod tests {
 
     #[test]
     fn publishes_within_the_window_go_out_together_per_topic() {
-        let mut batcher = Batcher::new(5 * MS, LIMIT);
+        let mut batcher = Batcher::new(5 * MS, LIMIT, 4 * LIMIT);
         let start = Instant::now();
         for (i, topic) in ["t", "u", "t"].into_iter().enumerate() {
-            assert!(batcher.add(topic, envelope(&i.to_string()).1, i, start + MS).is_none());
+            assert!(batcher.add(topic, envelope(&i.to_string()).1, i, start + MS).is_empty());
         }
         assert_eq!(batcher.next_deadline(), Some(start + 6 * MS));
         assert!(batcher.due(start + 5 * MS).is_empty());
@@ -339,14 +387,66 @@ mod tests {
     fn a_full_batch_is_sent_before_it_overflows_the_message_limit() {
         let (_, bytes) = envelope("x");
         let limit = BATCH_HEADER + 3 * (bytes.len() + BATCH_PER_ENTRY);
-        let mut batcher = Batcher::new(5 * MS, limit);
+        let mut batcher = Batcher::new(5 * MS, limit, 4 * limit);
         let now = Instant::now();
         for i in 0..3 {
-            assert!(batcher.add("t", bytes.clone(), i, now).is_none());
+            assert!(batcher.add("t", bytes.clone(), i, now).is_empty());
         }
-        let full = batcher.add("t", bytes.clone(), 3, now).expect("the fourth overflows");
-        assert_eq!(full.entries, vec![0, 1, 2]);
-        assert!(full.message.len() <= limit);
+        let full = batcher.add("t", bytes.clone(), 3, now);
+        assert_eq!(full.len(), 1, "the fourth overflows");
+        assert_eq!(full[0].entries, vec![0, 1, 2]);
+        assert!(full[0].message.len() <= limit);
         assert_eq!(batcher.drain()[0].entries, vec![3]);
+    }
+
+    #[test]
+    fn past_the_budget_across_topics_the_oldest_batches_go_first() {
+        let (_, bytes) = envelope("x");
+        let one = BATCH_HEADER + bytes.len() + BATCH_PER_ENTRY;
+        // Room for three single-publish batches, whatever their topics.
+        let mut batcher = Batcher::new(5 * MS, LIMIT, 3 * one);
+        let start = Instant::now();
+        for (i, topic) in ["a", "b", "c"].into_iter().enumerate() {
+            let now = start + i as u32 * MS;
+            assert!(batcher.add(topic, bytes.clone(), i, now).is_empty());
+        }
+        assert_eq!(batcher.waiting, 3 * one);
+        let early = batcher.add("d", bytes.clone(), 3, start + 3 * MS);
+        let sent: Vec<(&str, &[usize])> = early.iter().map(|f| (f.topic.as_str(), f.entries.as_slice())).collect();
+        assert_eq!(sent, vec![("a", &[0][..])], "the oldest batch makes room");
+        assert_eq!(batcher.waiting, 3 * one);
+        // A second publish to a waiting topic needs less room (no second header), but still some.
+        let early = batcher.add("d", bytes.clone(), 4, start + 4 * MS);
+        assert_eq!(early.len(), 1);
+        assert_eq!(early[0].topic, "b");
+        assert!(batcher.waiting <= 3 * one);
+        let rest: Vec<Vec<usize>> = batcher.drain().into_iter().map(|f| f.entries).collect();
+        assert_eq!(rest, vec![vec![2], vec![3, 4]]);
+        assert_eq!(batcher.waiting, 0);
+    }
+
+    #[test]
+    fn an_envelope_larger_than_the_budget_goes_out_at_once_by_itself() {
+        let (_, small) = envelope("s");
+        let big = vec![0; 4 * small.len()];
+        let mut batcher = Batcher::new(5 * MS, LIMIT, 2 * small.len() + BATCH_HEADER + 2 * BATCH_PER_ENTRY);
+        let now = Instant::now();
+        assert!(batcher.add("t", small.clone(), 0, now).is_empty());
+        let sent = batcher.add("t", big.clone(), 1, now);
+        let sent: Vec<(&[usize], usize)> = sent.iter().map(|f| (f.entries.as_slice(), f.message.len())).collect();
+        assert_eq!(sent, vec![(&[0][..], small.len()), (&[1][..], big.len())]);
+        assert_eq!((batcher.waiting, batcher.next_deadline()), (0, None));
+    }
+
+    #[test]
+    fn due_batches_give_their_bytes_back() {
+        let (_, bytes) = envelope("x");
+        let mut batcher = Batcher::new(5 * MS, LIMIT, LIMIT);
+        let start = Instant::now();
+        batcher.add("a", bytes.clone(), 0, start);
+        batcher.add("b", bytes.clone(), 1, start + 2 * MS);
+        let due = batcher.due(start + 5 * MS);
+        assert_eq!(due.len(), 1);
+        assert_eq!(batcher.waiting, BATCH_HEADER + bytes.len() + BATCH_PER_ENTRY);
     }
 }

@@ -8,6 +8,7 @@ mod admission;
 mod api;
 mod batching;
 mod cli;
+mod event_budget;
 mod forgetting;
 mod hardening;
 mod idempotency;

@@ -12,10 +12,9 @@ use std::{future::Future, time::Duration};
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 use swarmnode::{
     config::NodeConfig,
-    node::{self, Event, EventKind, NodeHandle, NodeStatus, RunningNode},
+    node::{self, Event, EventKind, EventReceiver, NodeHandle, NodeStatus, RecvError, RunningNode},
 };
 use tempfile::TempDir;
-use tokio::sync::broadcast;
 
 /// How long any condition may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -24,7 +23,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 pub struct TestNode {
     pub node: Option<RunningNode>,
     pub handle: NodeHandle,
-    pub events: broadcast::Receiver<Event>,
+    pub events: EventReceiver,
     pub peer_id: PeerId,
     /// TCP listen address with `/p2p/<id>`.
     pub tcp_address: Multiaddr,
@@ -110,11 +109,11 @@ impl TestNode {
     }
 }
 
-async fn next_event(events: &mut broadcast::Receiver<Event>) -> Event {
+async fn next_event(events: &mut EventReceiver) -> Event {
     match events.recv().await {
         Ok(event) => event,
-        Err(broadcast::error::RecvError::Lagged(n)) => panic!("test fell {n} events behind"),
-        Err(broadcast::error::RecvError::Closed) => panic!("node event channel closed"),
+        Err(RecvError::Lagged(n)) => panic!("test fell {n} events behind"),
+        Err(RecvError::Closed) => panic!("node event channel closed"),
     }
 }
 
