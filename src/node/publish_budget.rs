@@ -40,22 +40,20 @@ impl PublishBudget {
     /// larger than the whole budget takes all of it (the loop then refuses it as too large).
     pub(crate) async fn reserve(&self, payload: Bytes) -> Bytes {
         let cost = u32::try_from(payload.len()).unwrap_or(u32::MAX).min(self.bytes);
-        // Room now: take it without yielding, so concurrent publishes reach the loop in the order they were made (an
-        // await, even one that is ready, can be made to yield by tokio's cooperative budget).
-        if let Ok(permit) = self.permits.clone().try_acquire_many_owned(cost) {
-            return Bytes::from_owner(Reserved {
-                payload,
-                _permit: permit,
-            });
-        }
-        // The semaphore is never closed, so acquiring only waits.
-        match self.permits.clone().acquire_many_owned(cost).await {
-            Ok(permit) => Bytes::from_owner(Reserved {
-                payload,
-                _permit: permit,
-            }),
-            Err(_) => payload,
-        }
+        // With room, no await: the publish goes on at once, in the order the caller polled it (concurrent publishes
+        // of one task keep their order; an await point here would let tokio's task budget reorder them).
+        let permit = match self.permits.clone().try_acquire_many_owned(cost) {
+            Ok(permit) => permit,
+            // The semaphore is never closed, so acquiring only waits.
+            Err(_) => match self.permits.clone().acquire_many_owned(cost).await {
+                Ok(permit) => permit,
+                Err(_) => return payload,
+            },
+        };
+        Bytes::from_owner(Reserved {
+            payload,
+            _permit: permit,
+        })
     }
 }
 
