@@ -10,6 +10,7 @@ use swarmnode::{
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    return_large_blocks_to_the_system();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
@@ -42,6 +43,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Large blocks (gossip messages and their copies, event payloads) get their own mapping and go back to the system
+/// when freed. glibc's default raises that threshold after the first large block is freed and then keeps freed
+/// blocks in its arenas, so a node that once received a flood of large messages would stay at its peak for good
+/// (docs/benchmarks.md, "Memory").
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; it is called once, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
