@@ -267,6 +267,7 @@ mod tests {
     use libp2p::PeerId;
 
     use super::*;
+    use crate::wire::envelope::sample;
     use crate::wire::{batch::decode_message, envelope::Envelope};
 
     const LIMIT: usize = 1 << 20;
@@ -356,10 +357,7 @@ mod tests {
     }
 
     fn envelope(id: &str) -> (Envelope, Vec<u8>) {
-        let mut envelope = Envelope::new(PeerId::random(), "text/plain", id.as_bytes().to_vec(), 1);
-        envelope.id = id.to_owned();
-        let bytes = envelope.encode(LIMIT).unwrap();
-        (envelope, bytes)
+        sample(id, LIMIT)
     }
 
     #[test]

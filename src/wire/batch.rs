@@ -65,17 +65,14 @@ pub fn decode_message(bytes: &[u8], limit: usize) -> Result<Vec<Envelope>, Envel
 
 #[cfg(test)]
 mod tests {
-    use libp2p::PeerId;
 
     use super::*;
+    use crate::wire::envelope::sample;
 
     const LIMIT: usize = 1 << 20;
 
     fn envelope(id: &str) -> (Envelope, Vec<u8>) {
-        let mut envelope = Envelope::new(PeerId::random(), "text/plain", id.as_bytes().to_vec(), 1);
-        envelope.id = id.to_owned();
-        let bytes = envelope.encode(LIMIT).unwrap();
-        (envelope, bytes)
+        sample(id, LIMIT)
     }
 
     #[test]

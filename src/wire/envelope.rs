@@ -166,6 +166,16 @@ impl Envelope {
     }
 }
 
+/// An envelope with id and payload `id` from a random origin, and its bytes: the sample the codec and policy tests
+/// share.
+#[cfg(test)]
+pub(crate) fn sample(id: &str, limit: usize) -> (Envelope, Vec<u8>) {
+    let mut envelope = Envelope::new(PeerId::random(), "text/plain", id.as_bytes().to_vec(), 1);
+    envelope.id = id.to_owned();
+    let bytes = envelope.encode(limit).expect("a sample envelope encodes");
+    (envelope, bytes)
+}
+
 /// 16 random bytes as 32 lowercase hex digits.
 pub fn random_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
