@@ -16,6 +16,9 @@ pub const MAX_TOPIC_LEN: usize = 256;
 /// Smallest and largest `--max-message-size`.
 pub const MIN_MESSAGE_SIZE: usize = 1024;
 pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// Longest `--forget-after`: past a month a removed peer is as good as never forgotten, and the bound keeps the
+/// deadline arithmetic far from `Instant`'s limits.
+pub const MAX_FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Largest `--event-buffer-bytes` (the smallest is one largest message's event).
 pub const MAX_EVENT_BUFFER_BYTES: usize = 1 << 30;
 
@@ -202,8 +205,8 @@ impl NodeConfig {
                 "must be at least --reconnect-backoff",
             ));
         }
-        if self.liveness.forget_after < Duration::from_secs(1) {
-            return Err(ConfigError::new("forget-after", "must be at least 1s"));
+        if !(Duration::from_secs(1)..=MAX_FORGET_AFTER).contains(&self.liveness.forget_after) {
+            return Err(ConfigError::new("forget-after", "must be between 1s and 30days"));
         }
         if self.liveness.max_known_peers == 0 {
             return Err(ConfigError::new("max-known-peers", "must be at least 1"));
@@ -469,6 +472,11 @@ mod tests {
                 "reconnect-backoff-max",
                 Box::new(|c| c.liveness.reconnect_backoff_max = Duration::from_millis(1)),
             ),
+            (
+                "forget-after",
+                Box::new(|c| c.liveness.forget_after = Duration::from_secs(u64::MAX)),
+            ),
+            ("max-known-peers", Box::new(|c| c.liveness.max_known_peers = 0)),
             ("cert", Box::new(|c| c.ca_cert = Some("/ca.pub".into()))),
             ("ca-cert", Box::new(|c| c.cert = Some("/node.cert".into()))),
             (
