@@ -123,27 +123,36 @@ impl ApiClient {
         self.send(self.request(Method::GET, path)).await
     }
 
-    /// Prints each SSE `data:` payload of an open stream as one line until the stream ends. Bytes are buffered
-    /// until a line is complete, so a character split across two network reads arrives whole.
+    /// Prints each SSE `data:` payload of an open stream as one line until the stream ends.
     pub async fn print_stream(response: reqwest::Response, out: &mut impl Write) -> anyhow::Result<()> {
-        let mut bytes = response.bytes_stream();
-        let mut pending: Vec<u8> = Vec::new();
-        while let Some(chunk) = bytes.next().await {
-            pending.extend_from_slice(&chunk.context("the event stream broke off")?);
-            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line);
-                if let Some(data) = line.trim_end().strip_prefix("data:") {
-                    writeln!(out, "{}", data.trim_start())?;
-                    out.flush()?;
-                }
-            }
-            if pending.len() > MAX_EVENT_LINE {
-                anyhow::bail!("the event stream sent a line of more than {MAX_EVENT_LINE} bytes: not a swarmnode");
+        print_data_lines(response.bytes_stream(), out).await
+    }
+}
+
+/// Prints the `data:` payload of each SSE line in `chunks` (the body as it arrives) until it ends. Bytes are buffered
+/// until a line is complete, so a character split across two network reads arrives whole; a line longer than
+/// `MAX_EVENT_LINE` is an error.
+async fn print_data_lines<E: std::error::Error + Send + Sync + 'static>(
+    chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut chunks = std::pin::pin!(chunks);
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        pending.extend_from_slice(&chunk.context("the event stream broke off")?);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            if let Some(data) = line.trim_end().strip_prefix("data:") {
+                writeln!(out, "{}", data.trim_start())?;
+                out.flush()?;
             }
         }
-        anyhow::bail!("the node closed the event stream")
+        if pending.len() > MAX_EVENT_LINE {
+            anyhow::bail!("the event stream sent a line of more than {MAX_EVENT_LINE} bytes: not a swarmnode");
+        }
     }
+    anyhow::bail!("the node closed the event stream")
 }
 
 /// Runs one client command.
@@ -405,28 +414,6 @@ mod tests {
         assert_eq!(table(&["K", "V"], &rows), "K    V\na    long value\nbbb  x\n");
     }
 
-    /// Serves one HTTP response on 127.0.0.1 whose body is written in `chunks`, each flushed and followed by a
-    /// pause, then closes; returns the URL.
-    async fn serve_in_chunks(chunks: Vec<Vec<u8>>) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            socket.set_nodelay(true).unwrap();
-            let mut request = [0u8; 4096];
-            let _ = socket.read(&mut request).await;
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
-            socket.write_all(head.as_bytes()).await.unwrap();
-            for chunk in chunks {
-                socket.write_all(&chunk).await.unwrap();
-                socket.flush().await.unwrap();
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        });
-        url
-    }
-
     #[tokio::test]
     async fn a_character_split_across_two_reads_arrives_whole() {
         let line = "event: message\ndata: {\"data\":\"caf\u{e9} \u{1f41d}\"}\n\n"
@@ -440,9 +427,13 @@ mod tests {
             line[e_acute..bee].to_vec(),
             line[bee..].to_vec(),
         ];
-        let response = reqwest::get(serve_in_chunks(chunks).await).await.unwrap();
+        let reads = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from(c))),
+        );
         let mut out = Vec::new();
-        let ended = ApiClient::print_stream(response, &mut out).await.unwrap_err();
+        let ended = print_data_lines(reads, &mut out).await.unwrap_err();
         assert!(ended.to_string().contains("closed the event stream"), "{ended}");
         assert_eq!(String::from_utf8(out).unwrap(), "{\"data\":\"caf\u{e9} \u{1f41d}\"}\n");
     }
