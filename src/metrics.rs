@@ -72,10 +72,12 @@ pub struct TableLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiRequestLabels {
-    /// The route as declared (`/v1/peers/{peer}`), or `unmatched`.
+    /// The route as declared in the route table (`/v1/peers/{peer}`), or `unmatched`: never the request's path.
     pub route: String,
-    pub method: String,
-    pub status: u16,
+    /// One of the methods the API knows, or `other`: never the request's own text.
+    pub method: &'static str,
+    /// The status class: `2xx` … `5xx`.
+    pub status: &'static str,
 }
 
 /// Our metrics, and the registry that also holds libp2p's.
@@ -100,6 +102,8 @@ pub struct Metrics {
     pub reconnect_attempts: Counter,
     pub ping_rtt: Histogram,
     pub api_requests: Family<ApiRequestLabels, Counter>,
+    /// API requests and connections refused before reaching a route, by reason (a fixed set).
+    pub api_refused: Family<ReasonLabel, Counter>,
     /// Peers that showed a valid membership certificate.
     pub admitted: Counter,
     /// Certificates we refused, by reason (`expired`, `wrong_ca`, `timeout`, …).
@@ -180,8 +184,14 @@ impl Metrics {
         let api_requests = Family::<ApiRequestLabels, Counter>::default();
         ours.register(
             "api_requests",
-            "Control API requests by route, method and status",
+            "Control API requests that passed authentication, by route, method and status class",
             api_requests.clone(),
+        );
+        let api_refused = Family::<ReasonLabel, Counter>::default();
+        ours.register(
+            "api_refused",
+            "Control API requests and connections refused before reaching a route, by reason",
+            api_refused.clone(),
         );
         let admitted = Counter::default();
         ours.register(
@@ -234,6 +244,7 @@ impl Metrics {
             reconnect_attempts,
             ping_rtt,
             api_requests,
+            api_refused,
         }
     }
 

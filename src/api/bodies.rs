@@ -42,6 +42,8 @@ pub struct Connected {
 pub struct Disconnected {
     pub peer: String,
     pub disconnected: bool,
+    /// How long the peer may not connect, either way (0: it may reconnect at once).
+    pub blocked_for_ms: u64,
 }
 
 /// The answer to `POST` and `DELETE /v1/topics/{topic}`.

@@ -2,8 +2,9 @@
 //! (400 bad input, 401 no or wrong token, 404 unknown, 409 the node's or the swarm's state refuses it (no subscribed
 //! peer yet, --max-topics reached), 413 too large, 422 a dial that failed, 500 gossipsub itself failed, 503 the node
 //! has stopped or its send queues are full). `From<NodeError>` is the one mapping of node errors to statuses and
-//! codes. Extractor rejections (malformed JSON, unknown fields, bad query strings) come out in the same shape, so a
-//! client parses one error format.
+//! codes. Extractor rejections (malformed JSON, unknown fields, bad query strings) come out in the same shape, and
+//! `json_errors` reshapes whatever error still leaves in another (a bad path, a timeout), so a client parses one
+//! error format. Input echoed in a message is shortened, and so is every message.
 
 use axum::{
     Json,
@@ -11,7 +12,8 @@ use axum::{
         FromRequest, Request,
         rejection::{JsonRejection, QueryRejection},
     },
-    http::StatusCode,
+    http::{StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
@@ -45,16 +47,96 @@ impl ApiError {
     }
 }
 
+/// Longest piece of a request echoed in an error message, in bytes.
+const MAX_ECHO: usize = 80;
+/// Longest error message, in bytes.
+const MAX_MESSAGE: usize = 512;
+/// Most bytes of a non-JSON error body read to reshape it.
+const MAX_FOREIGN_BODY: usize = 4096;
+
+/// `text`, cut to at most `max` bytes (at a character boundary) with a note of how much was left out.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+/// A piece of the request to echo in a message: quoted, escaped and at most `MAX_ECHO` bytes of it.
+pub fn shorten(input: &str) -> String {
+    format!("{:?}", cut(input, MAX_ECHO))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
-                message: self.message,
+                message: cut(&self.message, MAX_MESSAGE),
             },
         };
         (self.status, Json(body)).into_response()
     }
+}
+
+/// The code of an error status that none of ours set (axum's and tower-http's own answers).
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "no_such_route",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        status if status.is_client_error() => "bad_request",
+        _ => "internal_error",
+    }
+}
+
+/// Reshapes an error answer that is not JSON (a path that does not decode, a request timeout) into the one error
+/// shape, keeping its status and its text as the message.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let text = axum::body::to_bytes(response.into_body(), MAX_FOREIGN_BODY)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut reshaped = ApiError::new(status, code_of(status), message).into_response();
+    if let Some(retry_after) = retry_after {
+        reshaped.headers_mut().insert(header::RETRY_AFTER, retry_after);
+    }
+    reshaped
+}
+
+/// Whether an error was a body that stopped arriving (`--api-body-timeout`).
+fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The status and code of each node error: the one place they are decided.
@@ -90,6 +172,13 @@ impl From<NodeError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         // axum answers 422 for JSON of the wrong shape; to a caller that is bad input like malformed JSON: 400.
+        if is_body_timeout(&rejection) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body stopped arriving (--api-body-timeout)",
+            );
+        }
         let (status, code) = match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),

@@ -1,17 +1,25 @@
 //! `GET /v1/events`: the node's event stream as Server-Sent Events, one SSE event per node event (`event:` its name,
 //! `data:` the same JSON line `swarmnode run` prints), filtered by `?types=` and `?topic=`. Each client reads its own
-//! event receiver, so a slow client only hurts itself: when it falls behind it gets a final `lagged` event and the
-//! stream ends; the node never waits for it. The stream takes the next event only when the server asks for it (one
-//! event at a time, as the client's connection drains), so it buffers nothing ahead of the channel.
+//! event receiver, so a slow client only hurts itself: when it falls behind (events it missed were dropped from the
+//! node's buffer, or more than `--api-event-stream-bytes` wait for it) it gets a final `lagged` event and the stream
+//! ends; the node never waits for it. The stream takes the next event only when the server asks for it (one event at
+//! a time, as the client's connection drains), so it buffers nothing ahead of the channel; a client that stops
+//! reading altogether is closed by the server's write timeout. At most `--api-max-event-streams` streams are open at
+//! once: one more is answered 503 with `Retry-After`.
 
 use std::{collections::HashSet, convert::Infallible, time::Duration};
 
 use axum::{
     extract::{Query, State},
-    response::sse::{Event as SseEvent, KeepAlive, Sse},
+    http::{StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event as SseEvent, KeepAlive, Sse},
+    },
 };
 use futures::{Stream, stream};
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{ApiState, bodies::ErrorBody, error::ApiError};
 use crate::{
@@ -75,41 +83,88 @@ impl EventFilter {
         body = ErrorBody),
     (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)",
         body = ErrorBody),
+    (status = 503, description = "too_many_event_streams: --api-max-event-streams streams are open; retry after \
+        the Retry-After seconds", body = ErrorBody),
 ))]
 pub async fn events(
     State(state): State<ApiState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let Query(query) = query?;
-    let filter = EventFilter::new(query.types.as_deref(), query.topic)
-        .map_err(|why| ApiError::bad_request("invalid_event_type", why))?;
-    let receiver = state.handle.subscribe_events();
-    Ok(Sse::new(event_stream(receiver, filter)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+) -> Response {
+    let opened = || -> Result<_, ApiError> {
+        let Query(query) = query?;
+        let filter = EventFilter::new(query.types.as_deref(), query.topic)
+            .map_err(|why| ApiError::bad_request("invalid_event_type", why))?;
+        Ok(filter)
+    };
+    let filter = match opened() {
+        Ok(filter) => filter,
+        Err(error) => return error.into_response(),
+    };
+    let Ok(permit) = state.event_streams.clone().try_acquire_owned() else {
+        state
+            .handle
+            .metrics()
+            .api_refused
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: "event_streams",
+            })
+            .inc();
+        let error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_event_streams",
+            format!(
+                "{} event streams are open, the most this API serves at once (--api-max-event-streams); retry shortly",
+                state.limits.max_event_streams
+            ),
+        );
+        return ([(header::RETRY_AFTER, "1")], error).into_response();
+    };
+    let stream = EventStream {
+        receiver: state.handle.subscribe_events(),
+        filter,
+        budget: state.limits.event_stream_bytes as u64,
+        _permit: Some(permit),
+    };
+    Sse::new(event_stream(stream))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
+}
+
+/// One client's stream: its receiver, what it asked for, how far behind it may fall, and its place under the cap
+/// (given back when the stream is dropped).
+struct EventStream {
+    receiver: EventReceiver,
+    filter: EventFilter,
+    budget: u64,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The final event of a stream that fell behind.
+fn lagged(skipped: u64) -> SseEvent {
+    let notice = serde_json::json!({"ts": now_unix_ms(), "event": "lagged", "skipped": skipped});
+    SseEvent::default().event("lagged").data(notice.to_string())
 }
 
 /// The SSE events for one client: matching node events until the node stops, or a `lagged` notice and the end.
-fn event_stream(receiver: EventReceiver, filter: EventFilter) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    stream::unfold(Some(receiver), move |receiver| {
-        let filter = filter.clone();
-        async move {
-            let mut receiver = receiver?;
-            loop {
-                match receiver.recv().await {
-                    Ok(event) if filter.wants(&event.kind) => {
-                        let sse = SseEvent::default().event(event.kind.name()).json_data(&event);
-                        // An event always serializes; were it not to, skipping it beats ending the stream.
-                        if let Ok(sse) = sse {
-                            return Some((Ok(sse), Some(receiver)));
-                        }
+fn event_stream(stream: EventStream) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        loop {
+            let behind = stream.receiver.behind();
+            if behind.bytes > stream.budget {
+                return Some((Ok(lagged(behind.events + 1)), None));
+            }
+            match stream.receiver.recv().await {
+                Ok(event) if stream.filter.wants(&event.kind) => {
+                    let sse = SseEvent::default().event(event.kind.name()).json_data(&event);
+                    // An event always serializes; were it not to, skipping it beats ending the stream.
+                    if let Ok(sse) = sse {
+                        return Some((Ok(sse), Some(stream)));
                     }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(skipped)) => {
-                        let notice = serde_json::json!({"ts": now_unix_ms(), "event": "lagged", "skipped": skipped});
-                        let sse = SseEvent::default().event("lagged").data(notice.to_string());
-                        return Some((Ok(sse), None));
-                    }
-                    Err(RecvError::Closed) => return None,
                 }
+                Ok(_) => {}
+                Err(RecvError::Lagged(skipped)) => return Some((Ok(lagged(skipped)), None)),
+                Err(RecvError::Closed) => return None,
             }
         }
     })
@@ -122,7 +177,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::node::{Event, EventBufferLimits, event_channel};
+    use crate::node::{EVENT_OVERHEAD, Event, EventBufferLimits, event_channel};
 
     fn subscribed(topic: &str) -> EventKind {
         EventKind::Subscribed {
@@ -157,7 +212,7 @@ mod tests {
             events: 4,
             max_age: Duration::from_secs(60),
         });
-        let stream = event_stream(receiver, EventFilter::default());
+        let stream = event_stream(unbudgeted(receiver, u64::MAX));
         // The node keeps sending while nobody reads: the channel drops the oldest, never waits.
         for _ in 0..10 {
             sender.send(Event::now(subscribed("a")), Instant::now());
@@ -166,6 +221,35 @@ mod tests {
         assert_eq!(events.len(), 1, "only the notice: the stream ends there");
         let text = format!("{:?}", events[0]);
         assert!(text.contains("lagged") && text.contains("\\\"skipped\\\":6"), "{text}");
+    }
+
+    fn unbudgeted(receiver: EventReceiver, budget: u64) -> EventStream {
+        EventStream {
+            receiver,
+            filter: EventFilter::default(),
+            budget,
+            _permit: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_further_behind_than_its_byte_budget_is_cut_off_though_the_node_still_keeps_the_events() {
+        let (sender, receiver) = event_channel(EventBufferLimits {
+            bytes: 1 << 20,
+            events: 1000,
+            max_age: Duration::from_secs(60),
+        });
+        let mut stream = Box::pin(event_stream(unbudgeted(receiver, 3 * EVENT_OVERHEAD as u64)));
+        sender.send(Event::now(subscribed("a")), Instant::now());
+        let first = format!("{:?}", stream.next().await.unwrap().unwrap());
+        assert!(first.contains("subscribed"), "within budget it streams: {first}");
+        for _ in 0..5 {
+            sender.send(Event::now(subscribed("a")), Instant::now());
+        }
+        let rest: Vec<SseEvent> = stream.map(|e| e.unwrap()).collect().await;
+        assert_eq!(rest.len(), 1, "only the notice: {rest:?}");
+        let text = format!("{:?}", rest[0]);
+        assert!(text.contains("lagged") && text.contains("\\\"skipped\\\":5"), "{text}");
     }
 
     #[test]

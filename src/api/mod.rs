@@ -7,44 +7,54 @@
 mod bodies;
 mod error;
 mod events;
+mod guard;
+pub mod limits;
 pub mod openapi;
 mod routes;
+mod server;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
 use axum::{
     Router,
+    body::Body,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::{StatusCode, header},
+    http::{Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use subtle::ConstantTimeEq;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
+use tower_http::timeout::{TimeoutBody, TimeoutLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use self::{
     bodies::{ConnectBody, Connected, Disconnected, ErrorBody, ErrorDetail, PublishBody, TopicChange, TopicName},
     error::ApiError,
+    limits::ApiLimits,
 };
-use crate::{metrics::ApiRequestLabels, node::NodeHandle};
+use crate::{
+    metrics::{ApiRequestLabels, ReasonLabel},
+    node::NodeHandle,
+};
 
-/// Where the API listens and the token it requires, if any.
+/// Where the API listens, the token it requires, if any, and what one client may cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub token: Option<String>,
+    pub limits: ApiLimits,
 }
 
 impl ApiConfig {
-    /// From `--api ADDR|off` and `--api-token-file`: `None` when the API is off. A non-loopback address without a
-    /// token file is refused, as is an empty or unreadable token file.
-    pub fn from_flags(api: &str, token_file: Option<&Path>) -> anyhow::Result<Option<ApiConfig>> {
+    /// From `--api ADDR|off`, `--api-token-file` and the `--api-*` limits: `None` when the API is off. A non-loopback
+    /// address without a token file is refused, as are an empty or unreadable token file and limits out of range.
+    pub fn from_flags(api: &str, token_file: Option<&Path>, limits: ApiLimits) -> anyhow::Result<Option<ApiConfig>> {
         if api.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
+        limits.validate()?;
         let listen: SocketAddr = api.parse().map_err(|e| {
             anyhow::anyhow!("invalid --api {api:?}: {e} (expected HOST:PORT such as 127.0.0.1:5100, or off)")
         })?;
@@ -55,7 +65,7 @@ impl ApiConfig {
                  of the token can control the node"
             );
         }
-        Ok(Some(ApiConfig { listen, token }))
+        Ok(Some(ApiConfig { listen, token, limits }))
     }
 }
 
@@ -76,6 +86,9 @@ pub struct ApiState {
     token: Option<Arc<str>>,
     /// What `GET /v1/openapi.json` serves: the document built with this router.
     openapi: Arc<utoipa::openapi::OpenApi>,
+    limits: ApiLimits,
+    /// One permit per open event stream (`--api-max-event-streams`).
+    event_streams: Arc<Semaphore>,
 }
 
 /// Every route: each handler with its `#[utoipa::path]` (method, path, parameters, answers), the handlers of one path
@@ -96,21 +109,30 @@ fn route_table() -> OpenApiRouter<ApiState> {
 }
 
 /// The API's router for `handle`. `max_message_size` bounds request bodies (a base64 payload of the largest
-/// message, with room for the JSON around it).
-pub fn router(handle: NodeHandle, token: Option<String>, max_message_size: usize) -> Router {
+/// message, with room for the JSON around it). A request meets, from the outside in: the error shaper (every error
+/// leaves as `{"error": …}`), the guard (token, `Host`, `Origin`; refusals are counted by reason only), the counter
+/// (labels from the route table), the request timeout, then its route.
+pub fn router(handle: NodeHandle, token: Option<String>, max_message_size: usize, limits: ApiLimits) -> Router {
     let (routes, mut document) = route_table().split_for_parts();
     openapi::finish(&mut document);
     let state = ApiState {
         handle,
         token: token.map(Arc::from),
         openapi: Arc::new(document),
+        limits,
+        event_streams: Arc::new(Semaphore::new(limits.max_event_streams)),
     };
     routes
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_message_size / 3 * 4 + 64 * 1024))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
+        .layer(middleware::from_fn_with_state(state.clone(), guard_request))
+        .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -126,34 +148,46 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// With a token configured, every request must carry `Authorization: Bearer <token>`.
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if let Some(expected) = &state.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-            return ApiError::new(
+/// Refuses, before any route runs, what `guard` refuses (no token, a foreign `Host`, a cross-origin change), counting
+/// it by reason only; wraps the body in the body timeout.
+async fn guard_request(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if let Err(refusal) = guard::check(request.method(), request.headers(), state.token.as_deref()) {
+        state
+            .handle
+            .metrics()
+            .api_refused
+            .get_or_create(&ReasonLabel { reason: refusal.code() })
+            .inc();
+        let (status, message) = match refusal {
+            guard::Refusal::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
                 "this API needs Authorization: Bearer <token> (the token in --api-token-file)",
-            )
-            .into_response();
-        }
+            ),
+            guard::Refusal::ForeignHost => (
+                StatusCode::FORBIDDEN,
+                "the Host header must name this machine (localhost or a loopback address) unless the API requires \
+                 a token (--api-token-file)",
+            ),
+            guard::Refusal::CrossOrigin => (
+                StatusCode::FORBIDDEN,
+                "a page of another origin cannot change this node; send the request without that Origin",
+            ),
+        };
+        return ApiError::new(status, refusal.code(), message).into_response();
     }
-    next.run(request).await
+    let body_timeout = state.limits.body_timeout;
+    next.run(request.map(|body| Body::new(TimeoutBody::new(body_timeout, body))))
+        .await
 }
 
-/// Counts every request by route (as declared, so ids do not explode the label set), method and status.
+/// Counts each request that passed the guard by its route as declared (so ids do not explode the label set), a
+/// known method and its status class: every label comes from a fixed set, whatever the request says.
 async fn count_request(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = known_method(request.method());
     let response = next.run(request).await;
     state
         .handle
@@ -162,10 +196,36 @@ async fn count_request(State(state): State<ApiState>, request: Request, next: Ne
         .get_or_create(&ApiRequestLabels {
             route,
             method,
-            status: response.status().as_u16(),
+            status: status_class(response.status()),
         })
         .inc();
     response
+}
+
+fn known_method(method: &Method) -> &'static str {
+    const KNOWN: [Method; 7] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", Method::as_str)
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// A running API server.
@@ -175,7 +235,7 @@ pub struct RunningApi {
 }
 
 impl RunningApi {
-    /// Stops serving; open event streams are cut.
+    /// Stops serving; every connection, open event streams too, is closed.
     pub fn stop(self) {
         self.task.abort();
     }
@@ -188,12 +248,9 @@ pub async fn start(config: &ApiConfig, handle: NodeHandle, max_message_size: usi
         .await
         .with_context(|| format!("cannot serve the API on {} (--api)", config.listen))?;
     let address = listener.local_addr()?;
-    let app = router(handle, config.token.clone(), max_message_size);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("API server stopped: {e}");
-        }
-    });
+    let metrics = handle.metrics().clone();
+    let app = router(handle, config.token.clone(), max_message_size, config.limits);
+    let task = tokio::spawn(server::serve(listener, app, config.limits, metrics));
     tracing::info!(%address, "API listening");
     Ok(RunningApi { address, task })
 }

@@ -113,6 +113,7 @@ mod tests {
         let request = Request::builder()
             .method(method)
             .uri(path)
+            .header("host", "127.0.0.1:5100")
             .header("content-type", "application/json")
             .body(Body::from(body))
             .unwrap();
@@ -136,7 +137,7 @@ mod tests {
         let node = crate::node::spawn(config).await.unwrap();
         let handle = node.handle.clone();
         node.shutdown().await;
-        let router = super::super::router(handle, None, 1 << 20);
+        let router = super::super::router(handle, None, 1 << 20, Default::default());
         let (status, document) = send(&router, "GET", "/v1/openapi.json", "").await;
         assert_eq!(status, StatusCode::OK);
         (router, document)

@@ -4,24 +4,45 @@
 //! caller alike. Each handler's `#[utoipa::path]` is its entry in the OpenAPI document: method, path, parameters and
 //! every status it answers with, the error codes named in each status's description.
 
+use std::time::Duration;
+
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::header,
     response::IntoResponse,
 };
 use base64::Engine;
 use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{
     ApiState,
     bodies::{ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange, TopicName},
-    error::{ApiError, ApiJson},
+    error::{ApiError, ApiJson, shorten},
 };
+use crate::config;
 use crate::node::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// How long `DELETE /v1/peers/{peer}` blocks the peer when `for` is not given, and the longest it may.
+const DEFAULT_BLOCK: Duration = Duration::from_secs(600);
+const MAX_BLOCK: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `DELETE /v1/peers/{peer}?for=`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DisconnectQuery {
+    /// How long the peer may not connect, either way, e.g. `30s`, `10m` (at most `30days`; `0s`: it may reconnect
+    /// at once). Default `10m`.
+    #[serde(rename = "for")]
+    #[param(rename = "for")]
+    block_for: Option<String>,
+}
 
 /// The node: peer id, agent, addresses, protocols, uptime, topics.
 #[utoipa::path(get, path = "/v1/node", operation_id = "getNode", responses(
@@ -57,33 +78,58 @@ pub async fn peers(State(state): State<ApiState>) -> ApiResult<Vec<PeerInfo>> {
     (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
 ))]
 pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<ConnectBody>) -> ApiResult<Connected> {
-    let address: Multiaddr = body
-        .address
-        .parse()
-        .map_err(|e| ApiError::bad_request("invalid_address", format!("{:?} is not a multiaddr: {e}", body.address)))?;
+    let address: Multiaddr = body.address.parse().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_address",
+            format!("{} is not a multiaddr: {e}", shorten(&body.address)),
+        )
+    })?;
     let peer = state.handle.dial(address).await?;
     Ok(Json(Connected { peer: peer.to_string() }))
 }
 
-/// Close every connection to a peer (it is then removed, not redialled).
+/// Close every connection to a peer: it is removed, not redialled, and may not connect either way for `for`.
 #[utoipa::path(delete, path = "/v1/peers/{peer}", operation_id = "disconnectPeer",
     params(("peer" = String, Path, description = "peer id (ed25519 or secp256k1 keys)",
-        pattern = "^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45})$")),
+        pattern = "^(12D3KooW[1-9A-HJ-NP-Za-km-z]{44}|16Uiu2HA[1-9A-HJ-NP-Za-km-z]{45})$"),
+        DisconnectQuery),
     responses(
-        (status = 200, description = "disconnected", body = Disconnected),
-        (status = 400, description = "invalid_peer_id: not a peer id", body = ErrorBody),
+        (status = 200, description = "disconnected (and blocked for blocked_for_ms)", body = Disconnected),
+        (status = 400, description = "invalid_peer_id, invalid_query: not a peer id, or a `for` that is not a \
+            duration of at most 30days", body = ErrorBody),
         (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
         (status = 404, description = "not_connected: the peer is not connected", body = ErrorBody),
         (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
     ))]
-pub async fn disconnect(State(state): State<ApiState>, Path(peer): Path<String>) -> ApiResult<Disconnected> {
+pub async fn disconnect(
+    State(state): State<ApiState>,
+    Path(peer): Path<String>,
+    query: Result<Query<DisconnectQuery>, QueryRejection>,
+) -> ApiResult<Disconnected> {
+    let Query(query) = query?;
+    let block_for = match query.block_for.as_deref() {
+        None => DEFAULT_BLOCK,
+        Some(text) => config::parse_duration(text)
+            .ok()
+            .filter(|duration| *duration <= MAX_BLOCK)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "for={} is not a duration of at most 30days (examples: 0s, 30s, 10m)",
+                        shorten(text)
+                    ),
+                )
+            })?,
+    };
     let id: PeerId = peer
         .parse()
-        .map_err(|e| ApiError::bad_request("invalid_peer_id", format!("{peer:?} is not a peer id: {e}")))?;
-    state.handle.disconnect(id).await?;
+        .map_err(|e| ApiError::bad_request("invalid_peer_id", format!("{} is not a peer id: {e}", shorten(&peer))))?;
+    state.handle.disconnect(id, block_for).await?;
     Ok(Json(Disconnected {
         peer,
         disconnected: true,
+        blocked_for_ms: u64::try_from(block_for.as_millis()).unwrap_or(u64::MAX),
     }))
 }
 

@@ -175,11 +175,25 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 format!("connected to {}\n", connected.peer)
             })
         }
-        Command::Disconnect { client, peer } => {
+        Command::Disconnect {
+            client,
+            peer,
+            block_for,
+        } => {
             let api = ApiClient::new(&client)?;
             let path = format!("/v1/peers/{}", path_segment(&peer));
-            let answer: Answer<Disconnected> = api.call(api.request(Method::DELETE, &path)).await?;
-            print(&client, &answer, |gone| format!("disconnected {}\n", gone.peer))
+            let request = api
+                .request(Method::DELETE, &path)
+                .query(&[("for", humantime::format_duration(block_for).to_string())]);
+            let answer: Answer<Disconnected> = api.call(request).await?;
+            print(&client, &answer, |gone| match gone.blocked_for_ms {
+                0 => format!("disconnected {}\n", gone.peer),
+                ms => format!(
+                    "disconnected {}; blocked for {}\n",
+                    gone.peer,
+                    humantime::format_duration(std::time::Duration::from_millis(ms))
+                ),
+            })
         }
         Command::Publish {
             client,

@@ -67,12 +67,16 @@ pub enum ClientCommand {
         /// A multiaddr (`/p2p/<id>` optional), or `/p2p/<id>` alone to find the peer through the DHT first.
         address: String,
     },
-    /// Close the running node's connections to a peer (it is then removed, not redialled).
+    /// Close the running node's connections to a peer: it is removed, not redialled, and may not connect either way
+    /// for --for.
     Disconnect {
         #[command(flatten)]
         client: ClientArgs,
         /// Peer id.
         peer: String,
+        /// How long the peer may not connect (at most 30days; 0s lets it reconnect at once).
+        #[arg(long = "for", default_value = "10m", value_parser = config::parse_duration)]
+        block_for: Duration,
     },
     /// Publish a message through the running node.
     Publish {
@@ -339,9 +343,52 @@ pub struct RunArgs {
     /// File holding the bearer token every API request must then carry.
     #[arg(long, env = "SWARMNODE_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api_limits: ApiLimitArgs,
     /// Publish each line read from stdin on the first topic (end of input does not stop the node).
     #[arg(long)]
     pub stdin: bool,
+}
+
+/// What one client of the API may cost (`api::limits::ApiLimits`).
+#[derive(Debug, Clone, Args)]
+pub struct ApiLimitArgs {
+    /// API connections served at once; one more is answered 503 with Retry-After and closed.
+    #[arg(long, env = "SWARMNODE_API_MAX_CONNECTIONS", default_value_t = 128)]
+    pub api_max_connections: usize,
+    /// Event streams (GET /v1/events) open at once; one more is answered 503 with Retry-After.
+    #[arg(long, env = "SWARMNODE_API_MAX_EVENT_STREAMS", default_value_t = 32)]
+    pub api_max_event_streams: usize,
+    /// Longest a connection may take to send a whole request head; also how long an idle keep-alive connection
+    /// stays open.
+    #[arg(long, env = "SWARMNODE_API_HEADER_TIMEOUT", default_value = "10s", value_parser = config::parse_duration)]
+    pub api_header_timeout: Duration,
+    /// Longest a request body may pause between two chunks.
+    #[arg(long, env = "SWARMNODE_API_BODY_TIMEOUT", default_value = "10s", value_parser = config::parse_duration)]
+    pub api_body_timeout: Duration,
+    /// Longest a request may take from its head to its answer (a dial through a DHT lookup included); 408 after it.
+    #[arg(long, env = "SWARMNODE_API_REQUEST_TIMEOUT", default_value = "90s", value_parser = config::parse_duration)]
+    pub api_request_timeout: Duration,
+    /// Longest a client may leave an answer unread before its connection is closed (a stalled event stream, say).
+    #[arg(long, env = "SWARMNODE_API_WRITE_TIMEOUT", default_value = "30s", value_parser = config::parse_duration)]
+    pub api_write_timeout: Duration,
+    /// Most bytes of events one event stream may have waiting; a reader further behind gets `lagged` and is cut off.
+    #[arg(long, env = "SWARMNODE_API_EVENT_STREAM_BYTES", default_value = "8MiB", value_parser = config::parse_size)]
+    pub api_event_stream_bytes: usize,
+}
+
+impl ApiLimitArgs {
+    pub fn to_limits(&self) -> crate::api::limits::ApiLimits {
+        crate::api::limits::ApiLimits {
+            max_connections: self.api_max_connections,
+            max_event_streams: self.api_max_event_streams,
+            header_timeout: self.api_header_timeout,
+            body_timeout: self.api_body_timeout,
+            request_timeout: self.api_request_timeout,
+            write_timeout: self.api_write_timeout,
+            event_stream_bytes: self.api_event_stream_bytes,
+        }
+    }
 }
 
 /// The `--security` list as one value (clap would take a bare `Vec` for a repeatable flag).

@@ -83,7 +83,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let mut signals = ShutdownSignals::install()?;
-        let api_config = ApiConfig::from_flags(&args.api_listen, args.api_token_file.as_deref())?;
+        let api_config = ApiConfig::from_flags(
+            &args.api_listen,
+            args.api_token_file.as_deref(),
+            args.api_limits.to_limits(),
+        )?;
         let mut node = node::spawn(config.clone()).await?;
         let api = match &api_config {
             Some(api_config) => {
@@ -257,6 +261,8 @@ mod tests {
         assert_eq!(defaults.event_buffer_bytes, expected.event_buffer_bytes);
         assert_eq!(defaults.key_path, PathBuf::from("/d/identity.key"));
         assert!(defaults.mdns);
+        let api_defaults = run_args(&[]).api_limits.to_limits();
+        assert_eq!(api_defaults, crate::api::limits::ApiLimits::default());
 
         let config = run_args(&[
             "--data-dir",

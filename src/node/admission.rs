@@ -6,7 +6,7 @@
 //! the graylist, block the peer in the swarm until they expire. The decisions are in `policy::admission`; this file
 //! carries them out.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::{
     Multiaddr, PeerId,
@@ -205,7 +205,12 @@ impl EventLoop {
 
     /// Disconnects `peer` and blocks it until the ban expires (`--ban-duration`).
     pub(super) fn ban(&mut self, peer: PeerId, cause: &'static str, reason: String) {
-        let duration = self.bans.ban(peer, reason.clone(), Instant::now());
+        self.ban_for(peer, cause, reason, self.config.ban_duration);
+    }
+
+    /// Disconnects `peer` and blocks it, both ways, for `duration` (or longer, if it is already banned for longer).
+    pub(super) fn ban_for(&mut self, peer: PeerId, cause: &'static str, reason: String, duration: Duration) {
+        let duration = self.bans.ban_for(peer, reason.clone(), Instant::now(), duration);
         self.metrics.bans.get_or_create(&ReasonLabel { reason: cause }).inc();
         if let Some(membership) = self.membership.as_mut() {
             membership.admissions.banned(&peer);

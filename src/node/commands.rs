@@ -59,11 +59,17 @@ impl EventLoop {
             Command::Peers { reply } => {
                 let _ = reply.send(self.peer_infos());
             }
-            Command::Disconnect { peer, reply } => {
+            Command::Disconnect { peer, block_for, reply } => {
                 let connected = self.swarm.is_connected(&peer);
-                if connected {
+                if connected && block_for.is_zero() {
                     let decisions = self.peers.dismissed(peer, "disconnected by operator");
                     self.apply(decisions);
+                } else if connected {
+                    let reason = format!(
+                        "disconnected by the operator, blocked for {}",
+                        humantime::format_duration(block_for)
+                    );
+                    self.ban_for(peer, "operator", reason, block_for);
                 }
                 let _ = reply.send(if connected {
                     Ok(())

@@ -42,6 +42,13 @@ pub struct Buffered {
     pub peak_bytes: usize,
 }
 
+/// How far a receiver is behind the newest event (`EventReceiver::behind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Behind {
+    pub events: u64,
+    pub bytes: u64,
+}
+
 /// Why `EventReceiver::recv` returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
@@ -73,6 +80,7 @@ pub fn event_channel(limits: EventBufferLimits) -> (EventSender, EventReceiver) 
             bytes: 0,
             peak_bytes: 0,
             next: 0,
+            total_bytes: 0,
             senders: 1,
             receivers: 0,
         }),
@@ -114,6 +122,8 @@ struct State {
     peak_bytes: usize,
     /// The sequence number the next event sent gets.
     next: u64,
+    /// The costs of every event ever kept, summed: where the next one starts, in bytes.
+    total_bytes: u64,
     senders: usize,
     receivers: usize,
 }
@@ -122,6 +132,8 @@ struct State {
 struct Entry {
     event: Event,
     cost: usize,
+    /// Where this event ends in the sum of all costs (`State::total_bytes` just after it was kept).
+    end: u64,
     sent: Instant,
 }
 
@@ -184,7 +196,14 @@ impl EventSender {
             if state.receivers > 0 {
                 let cost = event_cost(&event);
                 state.bytes += cost;
-                state.queue.push_back(Entry { event, cost, sent: now });
+                state.total_bytes += cost as u64;
+                let end = state.total_bytes;
+                state.queue.push_back(Entry {
+                    event,
+                    cost,
+                    end,
+                    sent: now,
+                });
                 while state.queue.len() > 1 && (state.bytes > limits.bytes || state.queue.len() > limits.events) {
                     state.pop_oldest();
                 }
@@ -264,6 +283,20 @@ impl EventReceiver {
     /// What the channel's buffer holds now (the same for every receiver).
     pub fn buffered(&self) -> Buffered {
         self.shared.state().buffered()
+    }
+
+    /// The events kept for this receiver behind the next one it reads: how far it has fallen behind, not counting
+    /// the event it is about to take.
+    pub fn behind(&self) -> Behind {
+        let state = self.shared.state();
+        let index = self.next.saturating_sub(state.oldest());
+        match usize::try_from(index).ok().and_then(|index| state.queue.get(index)) {
+            Some(next) => Behind {
+                events: state.next - self.next.max(state.oldest()) - 1,
+                bytes: state.total_bytes - next.end,
+            },
+            None => Behind::default(),
+        }
     }
 }
 
@@ -348,6 +381,29 @@ mod tests {
             assert_eq!(ids, ["0", "1", "2"]);
             assert_eq!(receiver.try_recv().map(|e| id(&e)), Err(TryRecvError::Empty));
         }
+    }
+
+    #[test]
+    fn each_receiver_knows_how_many_bytes_it_is_behind_past_its_next_event() {
+        let (sender, mut slow) = event_channel(LIMITS);
+        let mut fast = sender.subscribe();
+        let now = Instant::now();
+        let behind = |events, bytes: usize| Behind {
+            events,
+            bytes: bytes as u64,
+        };
+        assert_eq!(slow.behind(), behind(0, 0));
+        sender.send(message(0, 100), now);
+        assert_eq!(slow.behind(), behind(0, 0), "the next event itself does not count");
+        sender.send(message(1, 300), now);
+        sender.send(message(2, 0), now);
+        assert_eq!(slow.behind(), behind(2, 2 * EVENT_OVERHEAD + 300));
+        for _ in 0..3 {
+            fast.try_recv().unwrap();
+        }
+        assert_eq!(fast.behind(), behind(0, 0));
+        slow.try_recv().unwrap();
+        assert_eq!(slow.behind(), behind(1, EVENT_OVERHEAD));
     }
 
     #[test]

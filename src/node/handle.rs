@@ -3,6 +3,8 @@
 //! so nothing outside the event loop ever touches the `Swarm`. Every call answers `Result<_, NodeError>`; once the
 //! loop is gone, that is `NodeError::Stopped`.
 
+use std::time::Duration;
+
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,9 +43,10 @@ pub(crate) enum Command {
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
-    /// Closes every connection to `peer`.
+    /// Closes every connection to `peer`, and refuses it for `block_for` (none when zero).
     Disconnect {
         peer: PeerId,
+        block_for: Duration,
         reply: Reply<()>,
     },
     /// Leaves `topic`.
@@ -118,10 +121,12 @@ impl NodeHandle {
         self.ask(|reply| Command::Peers { reply }).await
     }
 
-    /// Closes every connection to `peer`. Our own decision, so the peer is `removed`, not redialled (until it is
-    /// discovered again or connects); `NotConnected` when it was not connected.
-    pub async fn disconnect(&self, peer: PeerId) -> Result<(), NodeError> {
-        self.ask(|reply| Command::Disconnect { peer, reply }).await?
+    /// Closes every connection to `peer`. Our own decision, so the peer is `removed`, not redialled. With a
+    /// nonzero `block_for` it is also banned that long: neither side may connect until then, so the disconnect
+    /// sticks; with zero, it may connect again at once (or be redialled when discovered again). `NotConnected` when
+    /// it was not connected.
+    pub async fn disconnect(&self, peer: PeerId, block_for: Duration) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Disconnect { peer, block_for, reply }).await?
     }
 
     /// Leaves a topic; `NotSubscribed` when we were not in it.

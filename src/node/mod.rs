@@ -38,7 +38,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 pub use behaviour::{agent_version, message_id};
 pub use error::NodeError;
 pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
-pub use event_bus::{Buffered, EVENT_OVERHEAD, EventReceiver, RecvError, TryRecvError};
+pub use event_bus::{Behind, Buffered, EVENT_OVERHEAD, EventReceiver, RecvError, TryRecvError};
 pub(crate) use event_bus::{EventBufferLimits, event_channel};
 pub use handle::NodeHandle;
 pub use transport::SecurityUpgrade;

@@ -278,8 +278,18 @@ impl Bans {
 
     /// Bans `peer` from `now` for the configured duration (extending a ban it is under). Returns how long.
     pub fn ban(&mut self, peer: PeerId, reason: String, now: Instant) -> Duration {
-        self.until.insert(peer, (now + self.duration, reason));
-        self.duration
+        self.ban_for(peer, reason, now, self.duration)
+    }
+
+    /// Bans `peer` from `now` for `duration`, or until the ban it is under ends if that is later; the reason is the
+    /// latest. Returns how long from now the ban lasts. A duration past `Instant`'s range bans until far off.
+    pub fn ban_for(&mut self, peer: PeerId, reason: String, now: Instant, duration: Duration) -> Duration {
+        let until = now
+            .checked_add(duration)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let until = self.until.get(&peer).map_or(until, |(current, _)| until.max(*current));
+        self.until.insert(peer, (until, reason));
+        until.saturating_duration_since(now)
     }
 
     /// Peers banned now.
@@ -502,6 +512,26 @@ mod tests {
         assert!(bans.expire(start + minute).is_empty());
         assert_eq!(bans.expire(start + minute * 3 / 2), vec![peer]);
         assert_eq!(bans.reason(&peer), None);
+    }
+
+    #[test]
+    fn a_ban_of_its_own_length_never_shortens_a_longer_one_and_any_length_is_safe() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut bans = Bans::new(minute);
+        let peer = PeerId::random();
+        assert_eq!(bans.ban_for(peer, "operator".into(), start, minute * 10), minute * 10);
+        assert_eq!(
+            bans.ban(peer, "gossip score".into(), start),
+            minute * 10,
+            "the longer ban stands"
+        );
+        assert_eq!(bans.reason(&peer), Some("gossip score"));
+        assert!(bans.expire(start + minute * 9).is_empty());
+        assert_eq!(bans.expire(start + minute * 10), vec![peer]);
+        let forever = bans.ban_for(peer, "operator".into(), start, Duration::MAX);
+        assert!(forever > Duration::from_secs(50 * 365 * 24 * 3600), "{forever:?}");
+        assert!(bans.expire(start + minute * 60 * 24 * 365).is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use swarmnode::api::{self, ApiConfig, RunningApi};
+use swarmnode::api::{self, ApiConfig, RunningApi, limits::ApiLimits};
 
 use crate::support::{DEADLINE, TestNode, eventually, wait_for_subscribers};
 
@@ -26,6 +26,7 @@ impl ApiNode {
         let config = ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: token.map(str::to_owned),
+            limits: ApiLimits::default(),
         };
         let api = api::start(&config, node.handle.clone(), node.config.max_message_size)
             .await
@@ -185,7 +186,7 @@ async fn publish_is_idempotent_and_the_event_stream_carries_the_message() {
         "swarmnode_messages_published_total 2",
         "swarmnode_publish_repeats_total 1",
         "swarmnode_peers{state=\"active\"} 1",
-        "swarmnode_api_requests_total{route=\"/v1/publish\",method=\"POST\",status=\"200\"} 3",
+        "swarmnode_api_requests_total{route=\"/v1/publish\",method=\"POST\",status=\"2xx\"} 3",
     ] {
         assert!(published.contains(line), "{line} missing from:\n{published}");
     }
@@ -431,17 +432,86 @@ async fn connect_and_disconnect_a_peer_through_the_api() {
     assert_eq!(error_code(&refused), "dial_failed");
 
     let path = format!("/v1/peers/{}", other.peer_id);
+    let (status, refused) = node.call(Method::DELETE, &format!("{path}?for=soon"), None).await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
+    let (status, refused) = node.call(Method::DELETE, &format!("{path}?for=31days"), None).await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
     let (status, answer) = node.call(Method::DELETE, &path, None).await;
-    assert_eq!((status, &answer["disconnected"]), (StatusCode::OK, &json!(true)));
+    assert_eq!(
+        (status, &answer["disconnected"], &answer["blocked_for_ms"]),
+        (StatusCode::OK, &json!(true), &json!(600_000)),
+        "blocked for the default 10 minutes"
+    );
     eventually("the peer to be removed, not redialled", || async {
         let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer"] == other.peer_id.to_string() && p["state"] == "removed")
+    })
+    .await;
+    // The disconnect sticks: the peer's own redials are refused (its handshake may finish, then the node closes the
+    // connection), and so is ours.
+    for _ in 0..5 {
+        let _ = other.handle.dial(node.node.tcp_address.clone()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
+        let state = peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["peer"] == other.peer_id.to_string())
+            .map(|p| p["state"].clone());
+        assert_eq!(state, Some(json!("removed")), "the blocked peer got back in");
+    }
+    let (status, refused) = node
+        .call(
+            Method::POST,
+            "/v1/peers",
+            Some(json!({"address": other.tcp_address.to_string()})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "connection_refused")
+    );
+
+    // for=0s only disconnects: the peer may come straight back.
+    let third = TestNode::start(|_| {}).await;
+    third.handle.dial(node.node.tcp_address.clone()).await.unwrap();
+    let is_active = |peer: libp2p::PeerId| {
+        let node = &node;
+        async move {
+            let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
+            peers
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["peer"] == peer.to_string() && p["state"] == "active")
+        }
+    };
+    eventually("the third peer to be active", || is_active(third.peer_id)).await;
+    let path = format!("/v1/peers/{}?for=0s", third.peer_id);
+    let (status, answer) = node.call(Method::DELETE, &path, None).await;
+    assert_eq!((status, &answer["blocked_for_ms"]), (StatusCode::OK, &json!(0)));
+    eventually("the unblocked peer to be removed", || async {
+        let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
         peers.as_array().unwrap().iter().any(|p| {
-            p["peer"] == other.peer_id.to_string()
+            p["peer"] == third.peer_id.to_string()
                 && p["state"] == "removed"
                 && p["reason"] == "disconnected by operator"
         })
     })
     .await;
+    third.handle.dial(node.node.tcp_address.clone()).await.unwrap();
+    eventually("the unblocked peer to be back", || is_active(third.peer_id)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,21 +539,25 @@ async fn a_token_protected_api_refuses_requests_without_the_token() {
 
 #[test]
 fn a_non_loopback_api_needs_a_token_file() {
-    let error = ApiConfig::from_flags("0.0.0.0:5100", None).unwrap_err().to_string();
+    let error = ApiConfig::from_flags("0.0.0.0:5100", None, ApiLimits::default())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("--api-token-file"), "{error}");
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
-    let error = ApiConfig::from_flags("0.0.0.0:5100", Some(&empty))
+    let error = ApiConfig::from_flags("0.0.0.0:5100", Some(&empty), ApiLimits::default())
         .unwrap_err()
         .to_string();
     assert!(error.contains("empty"), "{error}");
     let token = dir.path().join("token");
     std::fs::write(&token, "abc\n").unwrap();
-    let config = ApiConfig::from_flags("0.0.0.0:5100", Some(&token)).unwrap().unwrap();
+    let config = ApiConfig::from_flags("0.0.0.0:5100", Some(&token), ApiLimits::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(config.token.as_deref(), Some("abc"));
-    assert_eq!(ApiConfig::from_flags("off", None).unwrap(), None);
-    assert!(ApiConfig::from_flags("localhost", None).is_err());
+    assert_eq!(ApiConfig::from_flags("off", None, ApiLimits::default()).unwrap(), None);
+    assert!(ApiConfig::from_flags("localhost", None, ApiLimits::default()).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
