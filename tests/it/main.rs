@@ -6,6 +6,8 @@ mod support;
 
 mod admission;
 mod api;
+mod api_guard;
+mod api_limits;
 mod batching;
 mod cli;
 mod event_budget;

@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod netns;
 pub mod process;
+pub mod raw_http;
 pub mod raw_peer;
 pub mod signal;
 
