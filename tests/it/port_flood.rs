@@ -7,7 +7,7 @@
 //! with the defaults) it can fill the node-wide limit; then what the node guarantees is that every silent socket is
 //! closed after the handshake timeout, so an attacker that does not reopen faster than the honest peer redials loses
 //! its hold within that time. Attackers bind their sockets to 127.0.0.2 and up (Linux routes 127.0.0.0/8 to lo);
-//! the node and the honest peers are on 127.0.0.1.
+//! the node and the honest peers are on 127.0.0.1. Last, the limit on established connections from one address.
 
 use std::{
     collections::HashMap,
@@ -21,6 +21,8 @@ use std::{
 
 use libp2p::{Multiaddr, multiaddr::Protocol};
 use tokio::{io::AsyncReadExt, net::TcpSocket, task::JoinHandle};
+
+use swarmnode::node::{Direction, EventKind};
 
 use crate::support::{TestNode, binary::RunningBinary};
 
@@ -336,5 +338,38 @@ async fn attackers_on_many_addresses_lose_the_node_wide_slots_at_the_handshake_t
         (refused, timed_out),
         (attackers.len() * PENDING_PER_IP - PENDING_INCOMING, PENDING_INCOMING),
         "the sockets over the node-wide limit are refused, every held one is closed at the handshake timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_inbound_connections_are_limited_per_address() {
+    let mut node = TestNode::start(|c| c.max_established_per_ip = 1).await;
+    let first = TestNode::start(|_| {}).await;
+    first
+        .handle
+        .dial(node.tcp_address.clone())
+        .await
+        .expect("the first peer connects");
+    let second = TestNode::start(|_| {}).await;
+    let second_id = second.peer_id;
+    // The refusal comes once the handshake has authenticated the second peer, so its own dial may briefly succeed;
+    // what counts is the node's verdict.
+    let _ = second.handle.dial(node.tcp_address.clone()).await;
+    let reason = node
+        .wait_for("the per-address refusal", |e| match e {
+            EventKind::ConnectionRefused {
+                direction: Direction::Inbound,
+                peer: Some(peer),
+                reason,
+                ..
+            } if *peer == second_id => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("--max-established-per-ip"), "{reason}");
+    assert_eq!(
+        node.status().await.connected_peers,
+        vec![first.peer_id],
+        "the first peer is kept"
     );
 }
