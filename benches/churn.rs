@@ -30,6 +30,9 @@ const PUBLISH_AFTER: Duration = Duration::from_millis(1500);
 /// with jitter) and a few housekeeping ticks.
 const FORGET_AFTER: &str = "30s";
 const SETTLE: Duration = Duration::from_secs(45);
+/// Every process is on 127.0.0.1, so one address holds all of a node's inbound connections: this build's nodes get
+/// per-address limits past CONCURRENT (a baseline binary may predate the flags, and gets none).
+const LOOPBACK_PER_IP_LIMITS: [&str; 4] = ["--max-pending-per-ip", "1024", "--max-established-per-ip", "1024"];
 
 struct Peer {
     child: Child,
@@ -91,6 +94,7 @@ fn spawn_peer(hubs: &[Hub], kill: bool) -> Peer {
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
     ]);
+    command.args(LOOPBACK_PER_IP_LIMITS);
     for hub in hubs {
         command.args(["--bootstrap", &hub.address]);
     }
@@ -189,7 +193,9 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let total: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3000);
     let concurrent: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
-    let mut hubs = vec![Hub::start("this build", BINARY, &["--forget-after", FORGET_AFTER])];
+    let mut this_build = vec!["--forget-after", FORGET_AFTER];
+    this_build.extend(LOOPBACK_PER_IP_LIMITS);
+    let mut hubs = vec![Hub::start("this build", BINARY, &this_build)];
     if let Some(baseline) = args.get(2) {
         hubs.push(Hub::start("baseline", baseline, &[]));
     }

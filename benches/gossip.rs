@@ -22,6 +22,9 @@ use stats::percentile;
 
 /// Gap between two publishes: bounded traffic, and a publisher that is not simply flooding its own queue.
 const PUBLISH_GAP: Duration = Duration::from_millis(20);
+/// `--max-pending-per-ip` and `--max-established-per-ip`: every node is on 127.0.0.1, so one address holds all of a
+/// node's connections; past any node count the benchmark runs.
+const LOOPBACK_PER_IP_LIMIT: &str = "1024";
 
 /// Node `index` (no API: many nodes share the machine), with its data directory under `data`, whose event lines
 /// arrive on `lines` tagged with its index.
@@ -33,6 +36,10 @@ fn start(data: &Path, index: usize, bootstrap: Option<&str>, lines: mpsc::Sender
         "--stdin",
         "--api",
         "off",
+        "--max-pending-per-ip",
+        LOOPBACK_PER_IP_LIMIT,
+        "--max-established-per-ip",
+        LOOPBACK_PER_IP_LIMIT,
     ];
     if let Some(address) = bootstrap {
         args.extend(["--bootstrap", address]);

@@ -21,6 +21,10 @@ pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
 pub const MAX_FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Largest `--event-buffer-bytes` (the smallest is one largest message's event).
 pub const MAX_EVENT_BUFFER_BYTES: usize = 1 << 30;
+/// Shortest and longest `--handshake-timeout`: a handshake on a LAN takes milliseconds, and past ten minutes a
+/// silent socket is as good as never closed (the bound also keeps the timer arithmetic far from `Instant`'s limits).
+pub const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(50);
+pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A security protocol offered on TCP connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,10 @@ pub struct NodeConfig {
     /// Most connections being set up at once, each way (a guard against handshake floods).
     pub max_pending_incoming: u32,
     pub max_pending_outgoing: u32,
+    /// Most inbound connections in their handshake from one source address (an IPv4 address, an IPv6 /64).
+    pub max_pending_per_ip: u32,
+    /// Most established inbound connections from one source address.
+    pub max_established_per_ip: u32,
     /// When a silent peer is disconnected and how dropped peers are redialled.
     pub liveness: LivenessPolicy,
     /// How long a caller-chosen message id is remembered: a publish repeating it returns the first result, and a
@@ -74,6 +82,9 @@ pub struct NodeConfig {
     pub batch_window: Option<Duration>,
     /// Longest a connection may take to be set up (connect, security, multiplexer), each way.
     pub dial_timeout: Duration,
+    /// Longest an inbound connection may take from accept to upgraded (pnet, security, multiplexer); `None`: half of
+    /// `dial_timeout` (see `inbound_handshake_timeout`).
+    pub handshake_timeout: Option<Duration>,
     /// The private swarm's pre-shared key file, if the swarm is private.
     pub swarm_key: Option<PathBuf>,
     /// The CA public key (`ca.pub`) whose certificates admit members; admission is on when it is set.
@@ -117,10 +128,13 @@ impl NodeConfig {
             max_peers: 128,
             max_pending_incoming: 64,
             max_pending_outgoing: 64,
+            max_pending_per_ip: 8,
+            max_established_per_ip: 16,
             liveness: LivenessPolicy::default(),
             dedup_window: Duration::from_secs(120),
             batch_window: None,
             dial_timeout: Duration::from_secs(10),
+            handshake_timeout: None,
             swarm_key: None,
             ca_cert: None,
             cert: None,
@@ -138,6 +152,14 @@ impl NodeConfig {
     /// Whether peers must show a certificate from our CA to be members.
     pub fn admission_enabled(&self) -> bool {
         self.ca_cert.is_some()
+    }
+
+    /// How long an inbound connection has to finish its handshake: `--handshake-timeout`, else half of
+    /// `--dial-timeout` (at most `MAX_HANDSHAKE_TIMEOUT`). Shorter than our own dials' limit, so a silent socket holds
+    /// a handshake slot for less time than an honest dialler is prepared to wait.
+    pub fn inbound_handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+            .unwrap_or_else(|| (self.dial_timeout / 2).min(MAX_HANDSHAKE_TIMEOUT))
     }
 
     /// The largest payload that fits `max_message_size` whatever the envelope's other fields hold.
@@ -222,6 +244,26 @@ impl NodeConfig {
         }
         if self.max_pending_outgoing == 0 {
             return Err(ConfigError::new("max-pending-outgoing", "must be at least 1"));
+        }
+        if self.max_pending_per_ip == 0 {
+            return Err(ConfigError::new("max-pending-per-ip", "must be at least 1"));
+        }
+        if self.max_established_per_ip == 0 {
+            return Err(ConfigError::new("max-established-per-ip", "must be at least 1"));
+        }
+        if let Some(timeout) = self.handshake_timeout {
+            if !(MIN_HANDSHAKE_TIMEOUT..=MAX_HANDSHAKE_TIMEOUT).contains(&timeout) {
+                return Err(ConfigError::new("handshake-timeout", "must be between 50ms and 10m"));
+            }
+            if timeout >= self.dial_timeout {
+                return Err(ConfigError::new(
+                    "handshake-timeout",
+                    format!(
+                        "must be shorter than --dial-timeout ({})",
+                        humantime::format_duration(self.dial_timeout)
+                    ),
+                ));
+            }
         }
         match (&self.ca_cert, &self.cert) {
             (Some(_), None) => {
@@ -430,6 +472,19 @@ mod tests {
     }
 
     #[test]
+    fn the_inbound_handshake_timeout_is_half_the_dial_timeout_unless_set() {
+        let mut config = config();
+        assert_eq!(config.inbound_handshake_timeout(), Duration::from_secs(5));
+        config.dial_timeout = Duration::from_secs(2);
+        assert_eq!(config.inbound_handshake_timeout(), Duration::from_secs(1));
+        config.dial_timeout = Duration::from_secs(u64::MAX);
+        assert_eq!(config.inbound_handshake_timeout(), MAX_HANDSHAKE_TIMEOUT);
+        config.handshake_timeout = Some(Duration::from_millis(300));
+        assert_eq!(config.inbound_handshake_timeout(), Duration::from_millis(300));
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         type Breakage = Box<dyn Fn(&mut NodeConfig)>;
         let cases: Vec<(&str, Breakage)> = vec![
@@ -460,6 +515,20 @@ mod tests {
             ("dial-timeout", Box::new(|c| c.dial_timeout = Duration::from_millis(5))),
             ("max-pending-incoming", Box::new(|c| c.max_pending_incoming = 0)),
             ("max-pending-outgoing", Box::new(|c| c.max_pending_outgoing = 0)),
+            ("max-pending-per-ip", Box::new(|c| c.max_pending_per_ip = 0)),
+            ("max-established-per-ip", Box::new(|c| c.max_established_per_ip = 0)),
+            (
+                "handshake-timeout",
+                Box::new(|c| c.handshake_timeout = Some(Duration::from_millis(10))),
+            ),
+            (
+                "handshake-timeout",
+                Box::new(|c| c.handshake_timeout = Some(Duration::from_secs(u64::MAX))),
+            ),
+            (
+                "handshake-timeout",
+                Box::new(|c| c.handshake_timeout = Some(c.dial_timeout)),
+            ),
             (
                 "peer-timeout",
                 Box::new(|c| c.liveness.peer_timeout = Duration::from_secs(10)),

@@ -275,6 +275,11 @@ pub struct RunArgs {
     /// does not answer fails after this.
     #[arg(long, env = "SWARMNODE_DIAL_TIMEOUT", default_value = "10s", value_parser = config::parse_duration)]
     pub dial_timeout: Duration,
+    /// Longest an inbound connection may take from accept to a finished handshake (swarm key, encryption,
+    /// multiplexing); a socket that stays silent is closed after this. Shorter than --dial-timeout; at most 10m
+    /// [default: half of --dial-timeout].
+    #[arg(long, env = "SWARMNODE_HANDSHAKE_TIMEOUT", value_parser = config::parse_duration)]
+    pub handshake_timeout: Option<Duration>,
     /// Most established connections at once (a peer normally has one, at most 2); beyond it new ones are refused.
     #[arg(long, env = "SWARMNODE_MAX_PEERS", default_value_t = 128)]
     pub max_peers: u32,
@@ -284,6 +289,14 @@ pub struct RunArgs {
     /// Most outbound dials in progress at once; beyond it new dials fail at once.
     #[arg(long, env = "SWARMNODE_MAX_PENDING_OUTGOING", default_value_t = 64)]
     pub max_pending_outgoing: u32,
+    /// Most inbound connections in their handshake from one address (IPv4, or an IPv6 /64) at once; beyond it
+    /// new ones from that address are closed at once.
+    #[arg(long, env = "SWARMNODE_MAX_PENDING_PER_IP", default_value_t = 8)]
+    pub max_pending_per_ip: u32,
+    /// Most established inbound connections from one address (IPv4, or an IPv6 /64); loopback is not exempt, so
+    /// raise it for many nodes on one host or behind one NAT.
+    #[arg(long, env = "SWARMNODE_MAX_ESTABLISHED_PER_IP", default_value_t = 16)]
+    pub max_established_per_ip: u32,
     /// How long a message id is remembered: a publish repeating it is answered from memory and sends nothing, and
     /// receivers deliver an id once.
     #[arg(long, env = "SWARMNODE_DEDUP_WINDOW", default_value = "2m", value_parser = config::parse_duration)]

@@ -43,6 +43,9 @@ impl RunArgs {
         config.swarm_key = self.swarm_key.clone();
         config.max_pending_incoming = self.max_pending_incoming;
         config.max_pending_outgoing = self.max_pending_outgoing;
+        config.max_pending_per_ip = self.max_pending_per_ip;
+        config.max_established_per_ip = self.max_established_per_ip;
+        config.handshake_timeout = self.handshake_timeout;
         config.dedup_window = self.dedup_window;
         config.batch_window = self.batch_window.0;
         config.ca_cert = self.ca_cert.clone();
@@ -244,6 +247,9 @@ mod tests {
         assert_eq!(defaults.max_peers, expected.max_peers);
         assert_eq!(defaults.max_pending_incoming, expected.max_pending_incoming);
         assert_eq!(defaults.max_pending_outgoing, expected.max_pending_outgoing);
+        assert_eq!(defaults.max_pending_per_ip, expected.max_pending_per_ip);
+        assert_eq!(defaults.max_established_per_ip, expected.max_established_per_ip);
+        assert_eq!(defaults.handshake_timeout, None);
         assert_eq!(defaults.dedup_window, expected.dedup_window);
         assert_eq!(defaults.batch_window, expected.batch_window);
         assert_eq!(defaults.dial_timeout, expected.dial_timeout);
@@ -288,6 +294,12 @@ mod tests {
             "/ipfs/kad/1.0.0",
             "--event-buffer-bytes",
             "16MiB",
+            "--max-pending-per-ip",
+            "2",
+            "--max-established-per-ip",
+            "3",
+            "--handshake-timeout",
+            "1500ms",
         ])
         .to_config()
         .unwrap();
@@ -300,6 +312,8 @@ mod tests {
         assert_eq!(config.heartbeat, Duration::from_millis(500));
         assert_eq!(config.kad_protocol.as_ref(), "/ipfs/kad/1.0.0");
         assert_eq!(config.event_buffer_bytes, 16 << 20);
+        assert_eq!((config.max_pending_per_ip, config.max_established_per_ip), (2, 3));
+        assert_eq!(config.handshake_timeout, Some(Duration::from_millis(1500)));
     }
 
     #[test]

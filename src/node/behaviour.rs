@@ -1,5 +1,5 @@
-//! The one `NetworkBehaviour` of a swarmnode, composed by derive: the gates first (allow list, deny list, bans, then
-//! connection limits, so a refused connection never reaches another protocol), then mDNS, Kademlia, gossipsub,
+//! The one `NetworkBehaviour` of a swarmnode, composed by derive: the gates first (allow list, deny list, bans, the
+//! per-address limits, then connection limits, so a refused connection never reaches another protocol), then mDNS, Kademlia, gossipsub,
 //! identify and ping, each configured here from `NodeConfig`, and our own protocols: the leave announcement and, in a
 //! swarm with a CA, the admission exchange. The standard protocols keep their standard ids and wire formats, so other
 //! implementations can join; ours are versioned and optional for them (docs/protocol.md).
@@ -26,9 +26,10 @@ use libp2p::{
 use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 
-use super::error::NodeError;
+use super::{error::NodeError, inbound_limits};
 use crate::{
     config::NodeConfig,
+    policy::inbound::InboundLimits,
     wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse, MAX_ADMISSION_MESSAGE},
     wire::leave::{LEAVE_PROTOCOL, LeaveAck, LeaveNotice, MAX_LEAVE_MESSAGE},
 };
@@ -74,6 +75,8 @@ pub struct Behaviour {
     pub deny: allow_block_list::Behaviour<BlockedPeers>,
     /// Peers banned for a while (a failed admission, a graylisted score); the event loop lifts each ban.
     pub bans: allow_block_list::Behaviour<BlockedPeers>,
+    /// Inbound connections per source address (`--max-pending-per-ip`, `--max-established-per-ip`).
+    pub inbound: inbound_limits::Behaviour,
     pub limits: connection_limits::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -266,6 +269,10 @@ impl Behaviour {
             allow: allow.into(),
             deny,
             bans: allow_block_list::Behaviour::default(),
+            inbound: inbound_limits::Behaviour::new(InboundLimits {
+                max_pending_per_ip: config.max_pending_per_ip,
+                max_established_per_ip: config.max_established_per_ip,
+            }),
             limits: connection_limits::Behaviour::new(limits),
             mdns: mdns.into(),
             kad,

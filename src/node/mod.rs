@@ -11,6 +11,7 @@ mod error;
 mod event;
 mod event_bus;
 mod handle;
+mod inbound_limits;
 mod publish_budget;
 mod swarm_events;
 mod transport;
@@ -463,6 +464,7 @@ impl EventLoop {
             ("directions", self.directions.len()),
             ("admissions", admissions),
             ("bans", self.bans.len()),
+            ("inbound_sources", self.swarm.behaviour().inbound.sources()),
             ("rate_limits", self.gossip_gate.rate_limited_peers()),
             ("delivered_ids", self.gossip_gate.delivered_ids()),
             ("published_ids", self.publisher.remembered()),

@@ -26,7 +26,10 @@ use super::{
 };
 use crate::{
     metrics::ReasonLabel,
-    policy::gossip::{IgnoreReason, InboundMessage, Verdict},
+    policy::{
+        gossip::{IgnoreReason, InboundMessage, Verdict},
+        inbound,
+    },
     time::now_unix_ms,
     wire::leave::{LeaveAck, LeaveNotice},
 };
@@ -133,8 +136,10 @@ impl EventLoop {
             .get_or_create(&ReasonLabel { reason: label })
             .inc();
         let address_text = address.as_ref().map(ToString::to_string);
-        if label == "banned" {
-            // The ban itself was logged; a banned peer that keeps redialling must not flood the log.
+        let repeated = cause.downcast_ref::<inbound::Refusal>().is_some_and(|r| r.repeated);
+        if label == "banned" || repeated {
+            // The ban itself was logged, as was a host's first refusal at its per-address limit: a peer that keeps
+            // redialling, or a host that keeps reopening sockets, must not flood the log (each refusal is counted).
             tracing::debug!(?direction, ?peer, address = ?address_text, "connection refused: {reason}");
         } else {
             tracing::warn!(?direction, ?peer, address = ?address_text, "connection refused: {reason}");
@@ -436,6 +441,9 @@ pub(super) fn denial_reason(cause: &ConnectionDenied) -> String {
     if let Some(exceeded) = cause.downcast_ref::<connection_limits::Exceeded>() {
         return exceeded.to_string();
     }
+    if let Some(refusal) = cause.downcast_ref::<inbound::Refusal>() {
+        return refusal.to_string();
+    }
     match denial_label(cause) {
         "not_allowed" => "not on the allow list".to_owned(),
         "blocked" => "on the deny list or banned".to_owned(),
@@ -447,6 +455,8 @@ pub(super) fn denial_reason(cause: &ConnectionDenied) -> String {
 fn denial_label(cause: &ConnectionDenied) -> &'static str {
     if cause.downcast_ref::<connection_limits::Exceeded>().is_some() {
         "limit"
+    } else if cause.downcast_ref::<inbound::Refusal>().is_some() {
+        "address_limit"
     } else if cause.downcast_ref::<allow_block_list::NotAllowed>().is_some() {
         "not_allowed"
     } else if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {

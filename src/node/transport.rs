@@ -14,7 +14,7 @@ use libp2p::{
     core::{
         UpgradeInfo,
         muxing::StreamMuxerBox,
-        transport::OptionalTransport,
+        transport::{OptionalTransport, timeout::TransportTimeout},
         upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, Version},
     },
     identity::Keypair,
@@ -131,6 +131,12 @@ where
 /// Builds the swarm with all transports (counting their bytes in `registry`) and the given behaviour. With a swarm
 /// key, TCP connections run the pnet handshake (XSalsa20 with the pre-shared key) before anything else, and QUIC,
 /// which cannot carry pnet, is left out.
+///
+/// Two limits on setting a connection up, on both transports: our dials get `--dial-timeout` (connect, security
+/// and multiplexer negotiation together: a dial to an address nobody answers — a vanished container, a frozen
+/// process — fails after this, so each redial of the liveness policy ends in bounded time); an inbound connection
+/// gets the shorter handshake timeout from accept to upgraded, so a socket that never finishes its handshake gives
+/// its slot (`--max-pending-incoming`, `--max-pending-per-ip`) back sooner than an honest dialler gives up.
 pub fn build_swarm(
     keypair: Keypair,
     config: &NodeConfig,
@@ -139,6 +145,7 @@ pub fn build_swarm(
     behaviour: Behaviour,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let security = SecurityUpgrade::new(&keypair, config.security.clone())?;
+    let handshake_timeout = config.inbound_handshake_timeout();
     let quic = swarm_key.is_none().then(|| {
         let mut quic = quic::Config::new(&keypair);
         // A QUIC connection to a dead peer ends after its idle timeout (libp2p's default: 10 s), there being no FIN
@@ -147,8 +154,11 @@ pub fn build_swarm(
         let idle = config.liveness.peer_timeout + config.heartbeat;
         quic.max_idle_timeout = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
         quic.keep_alive_interval = quic.keep_alive_interval.min(config.heartbeat);
+        // quinn's handshake timeout applies both ways; the inbound side is cut shorter below.
         quic.handshake_timeout = config.dial_timeout;
-        quic::tokio::Transport::new(quic).map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)))
+        let quic =
+            quic::tokio::Transport::new(quic).map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
+        TransportTimeout::with_ingoing_timeout(quic, handshake_timeout)
     });
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     let tcp = match swarm_key {
@@ -157,16 +167,15 @@ pub fn build_swarm(
             .upgrade(Version::V1Lazy)
             .authenticate(security)
             .multiplex(yamux::Config::default())
-            .timeout(config.dial_timeout)
+            .outbound_timeout(config.dial_timeout)
+            .inbound_timeout(handshake_timeout)
             .boxed(),
         None => tcp
             .upgrade(Version::V1Lazy)
             .authenticate(security)
             .multiplex(yamux::Config::default())
-            // Connect, security and multiplexer negotiation together: a dial to an address nobody answers (a
-            // vanished container, a frozen process) fails after this, so each redial of the liveness policy ends
-            // in bounded time.
-            .timeout(config.dial_timeout)
+            .outbound_timeout(config.dial_timeout)
+            .inbound_timeout(handshake_timeout)
             .boxed(),
     };
     let swarm = SwarmBuilder::with_existing_identity(keypair)

@@ -6,6 +6,7 @@ pub mod dedup;
 pub mod dials;
 pub mod discovery;
 pub mod gossip;
+pub mod inbound;
 pub mod liveness;
 pub mod publish;
 pub mod rate_limit;

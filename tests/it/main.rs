@@ -18,6 +18,7 @@ mod identity;
 mod limits;
 mod liveness;
 mod mdns;
+mod port_flood;
 mod private;
 mod swarm;
 mod transports;
