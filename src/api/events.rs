@@ -21,7 +21,11 @@ use futures::{Stream, stream};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{ApiState, bodies::ErrorBody, error::ApiError};
+use super::{
+    ApiState,
+    bodies::ErrorBody,
+    error::{ApiError, shorten},
+};
 use crate::{
     node::{EventKind, EventReceiver, RecvError},
     time::now_unix_ms,
@@ -60,7 +64,7 @@ impl EventFilter {
                     .map(|name| {
                         EventKind::names().find(|known| *known == name).ok_or_else(|| {
                             let known: Vec<&str> = EventKind::names().collect();
-                            format!("unknown event type {name:?}; known: {}", known.join(", "))
+                            format!("unknown event type {}; known: {}", shorten(name), known.join(", "))
                         })
                     })
                     .collect::<Result<HashSet<_>, _>>()?,

@@ -2,13 +2,14 @@
 //! its handler's `#[utoipa::path]`, each schema from the `ToSchema` derive of the type the handler writes or reads
 //! (the node's views, `bodies.rs`). The route table (`super::route_table`) registers every handler with the router
 //! and the document in one step, so no route is served undocumented; a test sends every documented operation to the
-//! router, so none is documented unserved. `finish` adds the two things the derives cannot say.
+//! router, so none is documented unserved. `finish` adds what the derives cannot say, and the answers every route
+//! can give before its handler runs (the guard, the timeouts, the connection cap).
 
 use serde_json::Value;
 use utoipa::{
     Modify, OpenApi,
     openapi::{
-        self, AllOfBuilder, ObjectBuilder, OneOfBuilder, RefOr, Schema,
+        self, AllOfBuilder, ContentBuilder, ObjectBuilder, OneOfBuilder, Ref, RefOr, ResponseBuilder, Schema,
         security::{Http, HttpAuthScheme, SecurityScheme},
     },
 };
@@ -40,10 +41,59 @@ impl Modify for BearerToken {
 }
 
 /// Adds what the derives cannot say to the document the route table built: a publish carries exactly one of `data`
-/// and `data_base64`, and `?types=` takes the event names of `EventKind`.
+/// and `data_base64`, `?types=` takes the event names of `EventKind`, and every route may answer 403, 408 and 503
+/// before its handler runs.
 pub(super) fn finish(document: &mut openapi::OpenApi) {
     exactly_one_payload(document);
     describe_event_types(document);
+    describe_answers_before_the_handler(document);
+}
+
+/// The guard's 403s, the timeouts' 408 and the connection cap's 503, on every operation.
+fn describe_answers_before_the_handler(document: &mut openapi::OpenApi) {
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    let cap = "too_many_connections: --api-max-connections connections are open; retry after the Retry-After seconds";
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            responses.insert(
+                "403".into(),
+                error(
+                    "forbidden_host: without a token, the Host header must name this machine; forbidden_origin: a \
+                     state-changing request from a page of another origin",
+                ),
+            );
+            responses.insert(
+                "408".into(),
+                error("request_timeout: the request, or its body, took longer than --api-request-timeout or --api-body-timeout"),
+            );
+            match responses.get_mut("503") {
+                Some(RefOr::T(existing)) => existing.description = format!("{}; {cap}", existing.description),
+                _ => {
+                    responses.insert("503".into(), error(cap));
+                }
+            }
+        }
+    }
 }
 
 fn exactly_one_payload(document: &mut openapi::OpenApi) {
