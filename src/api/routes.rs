@@ -38,9 +38,13 @@ const MAX_BLOCK: Duration = Duration::from_secs(30 * 24 * 3600);
 #[into_params(parameter_in = Query)]
 pub struct DisconnectQuery {
     /// How long the peer may not connect, either way, e.g. `30s`, `10m` (at most `30days`; `0s`: it may reconnect
-    /// at once). Default `10m`.
+    /// at once). Default `10m`. The pattern lists the simple forms, each within the bound; the node also takes
+    /// compound ones such as `1h 30m`.
     #[serde(rename = "for")]
-    #[param(rename = "for")]
+    #[param(
+        rename = "for",
+        pattern = "^([0-9]{1,6}(ms|s)|[0-9]{1,4}m|[0-9]{1,2}h|([0-9]|[12][0-9]|30)(d|days?))$"
+    )]
     block_for: Option<String>,
 }
 
