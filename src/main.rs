@@ -5,6 +5,7 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use swarmnode::{
     cli::{self, Cli, Command, KeyCommand, LogFormat},
+    config::ConfigError,
     security::{identity, swarm_key},
 };
 use tracing_subscriber::EnvFilter;
@@ -41,8 +42,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// 2 for a setting that cannot be used, as for any other bad command line (clap's own errors exit 2); 1 otherwise.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<ConfigError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::{
 use super::RunArgs;
 use crate::{
     api::{self, ApiConfig},
-    config::{self, NodeConfig},
+    config::{self, ConfigError, NodeConfig},
     node::{self, EventReceiver, NodeHandle, PublishRequest, RecvError},
     policy::liveness::LivenessPolicy,
     time::now_unix_ms,
@@ -49,8 +49,8 @@ impl RunArgs {
         config.cert = self.cert.clone();
         config.admission_timeout = self.admission_timeout;
         config.ban_duration = self.ban_duration;
-        config.allow_peers = peer_list(&self.allow_peer, self.allow_file.as_deref(), "--allow-file")?;
-        config.deny_peers = peer_list(&self.deny_peer, self.deny_file.as_deref(), "--deny-file")?.unwrap_or_default();
+        config.allow_peers = peer_list(&self.allow_peer, self.allow_file.as_deref(), "allow-file")?;
+        config.deny_peers = peer_list(&self.deny_peer, self.deny_file.as_deref(), "deny-file")?.unwrap_or_default();
         config.gossip_ip_colocation_threshold = self.gossip_ip_colocation_threshold;
         config.max_topics = self.max_topics;
         config.peer_message_rate = self.peer_message_rate;
@@ -67,11 +67,16 @@ impl RunArgs {
     }
 }
 
-/// The peers of a list flag and its file together; `None` when neither was given.
-fn peer_list(flags: &[PeerId], file: Option<&std::path::Path>, file_flag: &str) -> anyhow::Result<Option<Vec<PeerId>>> {
+/// The peers of a list flag and its file together; `None` when neither was given. A bad file is a `ConfigError` for
+/// `file_setting`.
+fn peer_list(
+    flags: &[PeerId],
+    file: Option<&std::path::Path>,
+    file_setting: &'static str,
+) -> Result<Option<Vec<PeerId>>, ConfigError> {
     let mut peers = flags.to_vec();
     if let Some(file) = file {
-        let listed = config::load_peer_list(file).map_err(|e| anyhow::anyhow!("invalid {file_flag}: {e}"))?;
+        let listed = config::load_peer_list(file).map_err(|e| ConfigError::new(file_setting, e))?;
         peers.extend(listed.into_iter().filter(|peer| !flags.contains(peer)));
     }
     Ok((!flags.is_empty() || file.is_some()).then_some(peers))
