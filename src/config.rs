@@ -7,7 +7,7 @@ use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr, time::Duration
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr::Protocol};
 
-use crate::{policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
+use crate::{files, policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
 
 /// The Kademlia protocol of a swarmnode swarm: our own, so that a swarm never merges into the public IPFS DHT.
 pub const DEFAULT_KAD_PROTOCOL: &str = "/swarmnode/kad/1.0.0";
@@ -314,6 +314,9 @@ pub fn parse_optional_duration(text: &str) -> Result<Option<Duration>, String> {
     Ok((!duration.is_zero()).then_some(duration))
 }
 
+/// Largest `--allow-file` or `--deny-file`: about 19 000 peer ids, one per line.
+pub const MAX_PEER_LIST_FILE: usize = 1 << 20;
+
 /// Parses a peer list: one peer id per line; blank lines and `#` comments (whole-line or trailing) are skipped. On
 /// error, the 1-based line that is wrong and why.
 pub fn parse_peer_list(text: &str) -> Result<Vec<PeerId>, (usize, String)> {
@@ -332,9 +335,9 @@ pub fn parse_peer_list(text: &str) -> Result<Vec<PeerId>, (usize, String)> {
     Ok(peers)
 }
 
-/// Reads a peer list file (`--allow-file`, `--deny-file`).
+/// Reads a peer list file (`--allow-file`, `--deny-file`): a regular file of at most `MAX_PEER_LIST_FILE` bytes.
 pub fn load_peer_list(path: &std::path::Path) -> Result<Vec<PeerId>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = files::read_text(path, "file", MAX_PEER_LIST_FILE).map_err(|e| e.to_string())?;
     parse_peer_list(&text).map_err(|(line, reason)| format!("{}, line {line}: {reason}", path.display()))
 }
 

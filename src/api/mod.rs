@@ -59,9 +59,11 @@ impl ApiConfig {
     }
 }
 
-fn read_token(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read --api-token-file {}", path.display()))?;
+/// The bearer token in `path` (`--api-token-file`): a regular file of at most 4 KiB, surrounding whitespace ignored.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    /// A token is a line of text; 4 KiB leaves room for any format.
+    const MAX_TOKEN_FILE: usize = 4096;
+    let text = crate::files::read_text(path, "--api-token-file", MAX_TOKEN_FILE)?;
     let token = text.trim();
     if token.is_empty() {
         anyhow::bail!("--api-token-file {} is empty", path.display());

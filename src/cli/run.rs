@@ -347,4 +347,25 @@ mod tests {
             assert!(err.contains(expected), "{flag} {value}: {err}");
         }
     }
+
+    #[test]
+    fn a_bad_peer_list_file_is_a_config_error_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("deny.txt");
+        std::fs::write(&big, vec![b'#'; config::MAX_PEER_LIST_FILE + 1]).unwrap();
+        for (file, expected) in [
+            (big.to_str().unwrap(), "is larger than 1 MiB"),
+            (
+                "/dev/zero",
+                "/dev/zero is not a regular file (it is a character device)",
+            ),
+        ] {
+            let error = run_args(&["--data-dir", "/d", "--deny-file", file])
+                .to_config()
+                .unwrap_err();
+            let config_error = error.downcast_ref::<ConfigError>().expect("a ConfigError");
+            assert_eq!(config_error.setting, "deny-file");
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+    }
 }
