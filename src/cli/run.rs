@@ -368,4 +368,47 @@ mod tests {
             assert!(error.to_string().contains(expected), "{error}");
         }
     }
+
+    #[test]
+    fn every_boolean_flag_with_a_variable_takes_1_0_true_false_yes_no() {
+        use clap::{ArgAction, CommandFactory};
+
+        fn boolean_flags_with_env(command: &clap::Command, found: &mut Vec<clap::Arg>) {
+            found.extend(
+                command
+                    .get_arguments()
+                    .filter(|arg| arg.get_env().is_some() && matches!(arg.get_action(), ArgAction::SetTrue))
+                    .cloned(),
+            );
+            for sub in command.get_subcommands() {
+                boolean_flags_with_env(sub, found);
+            }
+        }
+        let mut flags = Vec::new();
+        boolean_flags_with_env(&Cli::command(), &mut flags);
+        assert!(flags.iter().any(|arg| arg.get_id() == "no_mdns"), "{flags:?}");
+        for flag in flags {
+            // The variable's value goes through the flag's value parser: give it one as an argument.
+            let probe = clap::Command::new("probe").arg(flag.clone().action(ArgAction::Set).num_args(1));
+            let long = format!("--{}", flag.get_long().unwrap());
+            let parse = |value: &str| {
+                probe
+                    .clone()
+                    .try_get_matches_from(["probe", long.as_str(), value])
+                    .map(|matches| matches.get_one::<bool>(flag.get_id().as_str()).copied())
+            };
+            for (value, expected) in [
+                ("1", true),
+                ("yes", true),
+                ("TRUE", true),
+                ("0", false),
+                ("no", false),
+                ("False", false),
+            ] {
+                assert_eq!(parse(value).unwrap(), Some(expected), "{long}={value}");
+            }
+            let refused = parse("maybe").unwrap_err().to_string();
+            assert!(refused.contains("maybe") && refused.contains(&long), "{refused}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! The `swarmnode` binary as a user runs it: key commands (which never replace a device, a FIFO or a directory, and
-//! leave no temporary file when a write fails), bad flags, the JSON event lines of `run`, a graceful exit on SIGTERM,
-//! and the README's three-node chat on loopback.
+//! leave no temporary file when a write fails), bad flags and boolean variables, the JSON event lines of `run`, a
+//! graceful exit on SIGTERM, and the README's three-node chat on loopback.
 
 use std::{
     io::Write,
@@ -334,4 +334,62 @@ fn a_write_that_fails_halfway_leaves_no_temporary_file_and_no_target() {
         "no key, no temporary file: only the CA's directory"
     );
     assert!(names(&dir.path().join("ca")).is_empty(), "nothing inside it either");
+}
+
+#[test]
+fn boolean_variables_take_1_0_yes_no_and_refuse_anything_else() {
+    use std::{
+        io::BufRead,
+        process::{Command, Stdio},
+    };
+
+    let run = |value: &str, extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(BINARY);
+        command
+            .env("SWARMNODE_NO_MDNS", value)
+            .args([
+                "run",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .args(extra);
+        (command, dir)
+    };
+    // mDNS must stay off in these tests: only the values that turn it off start a node.
+    for value in ["1", "yes", "TRUE"] {
+        let (mut command, _dir) = run(value, &[]);
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        let diagnosis = swarmnode(&["diagnose", "--json", "--api", address["address"].as_str().unwrap()]);
+        let _ = child.kill();
+        let _ = child.wait();
+        let diagnosis: serde_json::Value = serde_json::from_slice(&diagnosis.stdout).unwrap();
+        assert_eq!(diagnosis["mdns_enabled"], false, "SWARMNODE_NO_MDNS={value}");
+    }
+    // The others are accepted too: the node then stops at a later, deliberate error (a 0 s heartbeat), before any
+    // network traffic.
+    for value in ["0", "false", "No", "off"] {
+        let (mut command, _dir) = run(value, &["--heartbeat", "0s"]);
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains("invalid --heartbeat") && !stderr.contains("no-mdns"),
+            "{value}: {stderr}"
+        );
+    }
+    let (mut command, _dir) = run("maybe", &[]);
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'maybe'") && stderr.contains("--no-mdns"), "{stderr}");
 }
