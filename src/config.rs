@@ -2,10 +2,13 @@
 //! error before anything starts. The CLI fills it from flags and `SWARMNODE_*` variables; tests build it directly.
 
 pub mod bounds;
+mod topic;
 
 use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr::Protocol};
+
+pub use topic::{check_topic, is_invisible_format};
 
 use crate::{files, policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
 
@@ -235,20 +238,6 @@ pub fn default_listen() -> Vec<Multiaddr> {
         .iter()
         .map(|a| a.parse().expect("default listen addresses are valid"))
         .collect()
-}
-
-/// Why a topic name is refused, if it is.
-pub fn check_topic(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
-        return Err("a topic name cannot be empty".into());
-    }
-    if topic.len() > MAX_TOPIC_LEN {
-        return Err(format!("topic names are at most {MAX_TOPIC_LEN} bytes"));
-    }
-    if topic.chars().any(char::is_control) {
-        return Err("a topic name cannot contain control characters".into());
-    }
-    Ok(())
 }
 
 /// Addresses must name a transport this node has: TCP, or QUIC v1 over UDP.
