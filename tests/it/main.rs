@@ -7,6 +7,7 @@ mod support;
 mod admission;
 mod api;
 mod batching;
+mod bounds;
 mod cli;
 mod event_budget;
 mod forgetting;
