@@ -6,7 +6,7 @@ use clap::Parser;
 use swarmnode::{
     cli::{self, Cli, Command, KeyCommand, LogFormat},
     config::ConfigError,
-    security::{identity, swarm_key},
+    security::{identity, secret_file, swarm_key},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             command: KeyCommand::SwarmKey { out, force },
         } => {
             let (key, text) = swarm_key::generate();
-            identity::write_secret(&out, text.as_bytes(), force)
+            secret_file::write_secret(&out, text.as_bytes(), force)
                 .map(|()| println!("{}", key.fingerprint()))
                 .map_err(Into::into)
         }

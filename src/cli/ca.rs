@@ -7,7 +7,7 @@ use crate::{
     config::ConfigError,
     security::{
         certificate::{self, Certificate},
-        identity,
+        identity, secret_file,
     },
     time::now_unix_ms,
 };
@@ -50,7 +50,7 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
                 now,
                 now.saturating_add(valid_for.as_secs()),
             )?;
-            identity::write_secret(&out, &certificate.encode(), force)?;
+            secret_file::write_secret(&out, &certificate.encode(), force)?;
             println!("{}", describe_certificate(&certificate, now));
         }
         CaCommand::Show { file, json } => {

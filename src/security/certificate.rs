@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     files::{self, FileError},
-    security::identity,
+    security::{identity, secret_file},
     wire::cbor::decode_cbor,
 };
 
@@ -300,8 +300,8 @@ pub fn write_new_ca(dir: &Path, force: bool) -> Result<Keypair, MembershipFileEr
             path: dir.join("ca.key"),
             reason: e.to_string(),
         })?;
-    identity::write_secret(&dir.join("ca.key"), &secret, force)?;
-    identity::write_secret(&dir.join("ca.pub"), &keypair.public().encode_protobuf(), true)?;
+    secret_file::write_secret(&dir.join("ca.key"), &secret, force)?;
+    secret_file::write_secret(&dir.join("ca.pub"), &keypair.public().encode_protobuf(), true)?;
     Ok(keypair)
 }
 
