@@ -1,11 +1,16 @@
 //! `NodeConfig`: every tunable of a running node, its default, and the checks that turn a bad value into a clear
 //! error before anything starts. The CLI fills it from flags and `SWARMNODE_*` variables; tests build it directly.
 
-use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
+pub mod bounds;
+mod topic;
+
+use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr::Protocol};
 
-use crate::{node::EVENT_OVERHEAD, policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
+pub use topic::{check_topic, is_invisible_format};
+
+use crate::{files, policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
 
 /// The Kademlia protocol of a swarmnode swarm: our own, so that a swarm never merges into the public IPFS DHT.
 pub const DEFAULT_KAD_PROTOCOL: &str = "/swarmnode/kad/1.0.0";
@@ -16,15 +21,8 @@ pub const MAX_TOPIC_LEN: usize = 256;
 /// Smallest and largest `--max-message-size`.
 pub const MIN_MESSAGE_SIZE: usize = 1024;
 pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
-/// Longest `--forget-after`: past a month a removed peer is as good as never forgotten, and the bound keeps the
-/// deadline arithmetic far from `Instant`'s limits.
-pub const MAX_FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Largest `--event-buffer-bytes` (the smallest is one largest message's event).
 pub const MAX_EVENT_BUFFER_BYTES: usize = 1 << 30;
-/// Shortest and longest `--handshake-timeout`: a handshake on a LAN takes milliseconds, and past ten minutes a
-/// silent socket is as good as never closed (the bound also keeps the timer arithmetic far from `Instant`'s limits).
-pub const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(50);
-pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A security protocol offered on TCP connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,11 +153,11 @@ impl NodeConfig {
     }
 
     /// How long an inbound connection has to finish its handshake: `--handshake-timeout`, else half of
-    /// `--dial-timeout` (at most `MAX_HANDSHAKE_TIMEOUT`). Shorter than our own dials' limit, so a silent socket holds
+    /// `--dial-timeout` (at most the longest `--handshake-timeout`). Shorter than our own dials' limit, so a silent socket holds
     /// a handshake slot for less time than an honest dialler is prepared to wait.
     pub fn inbound_handshake_timeout(&self) -> Duration {
         self.handshake_timeout
-            .unwrap_or_else(|| (self.dial_timeout / 2).min(MAX_HANDSHAKE_TIMEOUT))
+            .unwrap_or_else(|| (self.dial_timeout / 2).min(*bounds::HANDSHAKE_TIMEOUT.end()))
     }
 
     /// The largest payload that fits `max_message_size` whatever the envelope's other fields hold.
@@ -190,36 +188,12 @@ impl NodeConfig {
         if self.security.len() == 2 && self.security[0] == self.security[1] {
             return Err(ConfigError::new("security", "a protocol is listed twice"));
         }
-        if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&self.max_message_size) {
-            return Err(ConfigError::new(
-                "max-message-size",
-                format!("must be between {MIN_MESSAGE_SIZE} bytes and {MAX_MESSAGE_SIZE} bytes"),
-            ));
-        }
-        let smallest_event_buffer = self.max_message_size + EVENT_OVERHEAD;
-        if !(smallest_event_buffer..=MAX_EVENT_BUFFER_BYTES).contains(&self.event_buffer_bytes) {
-            return Err(ConfigError::new(
-                "event-buffer-bytes",
-                format!(
-                    "must be between {smallest_event_buffer} bytes (--max-message-size plus {EVENT_OVERHEAD} bytes, \
-                     so the largest message's event fits) and {MAX_EVENT_BUFFER_BYTES} bytes (1024MiB)"
-                ),
-            ));
-        }
-        if self.heartbeat < Duration::from_millis(10) {
-            return Err(ConfigError::new("heartbeat", "must be at least 10ms"));
-        }
-        if self.kad_refresh < Duration::from_secs(1) {
-            return Err(ConfigError::new("kad-refresh", "must be at least 1s"));
-        }
+        bounds::check(self)?;
         if self.liveness.peer_timeout <= self.heartbeat {
             return Err(ConfigError::new(
                 "peer-timeout",
                 "must be longer than --heartbeat, or every peer would time out between two pings",
             ));
-        }
-        if self.liveness.reconnect_backoff.is_zero() {
-            return Err(ConfigError::new("reconnect-backoff", "must be more than 0"));
         }
         if self.liveness.reconnect_backoff_max < self.liveness.reconnect_backoff {
             return Err(ConfigError::new(
@@ -227,43 +201,16 @@ impl NodeConfig {
                 "must be at least --reconnect-backoff",
             ));
         }
-        if !(Duration::from_secs(1)..=MAX_FORGET_AFTER).contains(&self.liveness.forget_after) {
-            return Err(ConfigError::new("forget-after", "must be between 1s and 30days"));
-        }
-        if self.liveness.max_known_peers == 0 {
-            return Err(ConfigError::new("max-known-peers", "must be at least 1"));
-        }
-        if self.dial_timeout < Duration::from_millis(100) {
-            return Err(ConfigError::new("dial-timeout", "must be at least 100ms"));
-        }
-        if self.max_peers == 0 {
-            return Err(ConfigError::new("max-peers", "must be at least 1"));
-        }
-        if self.max_pending_incoming == 0 {
-            return Err(ConfigError::new("max-pending-incoming", "must be at least 1"));
-        }
-        if self.max_pending_outgoing == 0 {
-            return Err(ConfigError::new("max-pending-outgoing", "must be at least 1"));
-        }
-        if self.max_pending_per_ip == 0 {
-            return Err(ConfigError::new("max-pending-per-ip", "must be at least 1"));
-        }
-        if self.max_established_per_ip == 0 {
-            return Err(ConfigError::new("max-established-per-ip", "must be at least 1"));
-        }
-        if let Some(timeout) = self.handshake_timeout {
-            if !(MIN_HANDSHAKE_TIMEOUT..=MAX_HANDSHAKE_TIMEOUT).contains(&timeout) {
-                return Err(ConfigError::new("handshake-timeout", "must be between 50ms and 10m"));
-            }
-            if timeout >= self.dial_timeout {
-                return Err(ConfigError::new(
-                    "handshake-timeout",
-                    format!(
-                        "must be shorter than --dial-timeout ({})",
-                        humantime::format_duration(self.dial_timeout)
-                    ),
-                ));
-            }
+        if let Some(timeout) = self.handshake_timeout
+            && timeout >= self.dial_timeout
+        {
+            return Err(ConfigError::new(
+                "handshake-timeout",
+                format!(
+                    "must be shorter than --dial-timeout ({})",
+                    humantime::format_duration(self.dial_timeout)
+                ),
+            ));
         }
         match (&self.ca_cert, &self.cert) {
             (Some(_), None) => {
@@ -280,24 +227,14 @@ impl NodeConfig {
             }
             _ => {}
         }
-        if self.admission_timeout < Duration::from_millis(100) {
-            return Err(ConfigError::new("admission-timeout", "must be at least 100ms"));
-        }
-        if self.ban_duration < Duration::from_secs(1) {
-            return Err(ConfigError::new("ban-duration", "must be at least 1s"));
-        }
         if self.max_topics < self.topics.len() {
             return Err(ConfigError::new(
                 "max-topics",
                 format!("is below the {} topics given with --topic", self.topics.len()),
             ));
         }
-        if let Some(peer) = self
-            .allow_peers
-            .iter()
-            .flatten()
-            .find(|peer| self.deny_peers.contains(peer))
-        {
+        let denied: HashSet<&PeerId> = self.deny_peers.iter().collect();
+        if let Some(peer) = self.allow_peers.iter().flatten().find(|peer| denied.contains(peer)) {
             return Err(ConfigError::new(
                 "deny-peer",
                 format!("{peer} is on both the allow list and the deny list"),
@@ -316,7 +253,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &'static str, reason: impl Into<String>) -> Self {
         ConfigError {
             setting,
             reason: reason.into(),
@@ -330,20 +267,6 @@ pub fn default_listen() -> Vec<Multiaddr> {
         .iter()
         .map(|a| a.parse().expect("default listen addresses are valid"))
         .collect()
-}
-
-/// Why a topic name is refused, if it is.
-pub fn check_topic(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
-        return Err("a topic name cannot be empty".into());
-    }
-    if topic.len() > MAX_TOPIC_LEN {
-        return Err(format!("topic names are at most {MAX_TOPIC_LEN} bytes"));
-    }
-    if topic.chars().any(char::is_control) {
-        return Err("a topic name cannot contain control characters".into());
-    }
-    Ok(())
 }
 
 /// Addresses must name a transport this node has: TCP, or QUIC v1 over UDP.
@@ -409,26 +332,30 @@ pub fn parse_optional_duration(text: &str) -> Result<Option<Duration>, String> {
     Ok((!duration.is_zero()).then_some(duration))
 }
 
+/// Largest `--allow-file` or `--deny-file`: about 19 000 peer ids, one per line.
+pub const MAX_PEER_LIST_FILE: usize = 1 << 20;
+
 /// Parses a peer list: one peer id per line; blank lines and `#` comments (whole-line or trailing) are skipped. On
 /// error, the 1-based line that is wrong and why.
 pub fn parse_peer_list(text: &str) -> Result<Vec<PeerId>, (usize, String)> {
     let mut peers = Vec::new();
+    let mut seen = HashSet::new();
     for (index, line) in text.lines().enumerate() {
         let entry = line.split('#').next().unwrap_or("").trim();
         if entry.is_empty() {
             continue;
         }
         let peer = PeerId::from_str(entry).map_err(|e| (index + 1, format!("{entry:?} is not a peer id: {e}")))?;
-        if !peers.contains(&peer) {
+        if seen.insert(peer) {
             peers.push(peer);
         }
     }
     Ok(peers)
 }
 
-/// Reads a peer list file (`--allow-file`, `--deny-file`).
+/// Reads a peer list file (`--allow-file`, `--deny-file`): a regular file of at most `MAX_PEER_LIST_FILE` bytes.
 pub fn load_peer_list(path: &std::path::Path) -> Result<Vec<PeerId>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = files::read_text(path, "file", MAX_PEER_LIST_FILE).map_err(|e| e.to_string())?;
     parse_peer_list(&text).map_err(|(line, reason)| format!("{}, line {line}: {reason}", path.display()))
 }
 
@@ -478,7 +405,7 @@ mod tests {
         config.dial_timeout = Duration::from_secs(2);
         assert_eq!(config.inbound_handshake_timeout(), Duration::from_secs(1));
         config.dial_timeout = Duration::from_secs(u64::MAX);
-        assert_eq!(config.inbound_handshake_timeout(), MAX_HANDSHAKE_TIMEOUT);
+        assert_eq!(config.inbound_handshake_timeout(), *bounds::HANDSHAKE_TIMEOUT.end());
         config.handshake_timeout = Some(Duration::from_millis(300));
         assert_eq!(config.inbound_handshake_timeout(), Duration::from_millis(300));
         assert_eq!(config.validate(), Ok(()));

@@ -5,7 +5,8 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use swarmnode::{
     cli::{self, Cli, Command, KeyCommand, LogFormat},
-    security::{identity, swarm_key},
+    config::ConfigError,
+    security::{identity, secret_file, swarm_key},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
             command: KeyCommand::SwarmKey { out, force },
         } => {
             let (key, text) = swarm_key::generate();
-            identity::write_secret(&out, text.as_bytes(), force)
+            secret_file::write_secret(&out, text.as_bytes(), force)
                 .map(|()| println!("{}", key.fingerprint()))
                 .map_err(Into::into)
         }
@@ -41,8 +42,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// 2 for a setting that cannot be used, as for any other bad command line (clap's own errors exit 2); 1 otherwise.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<ConfigError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -3,7 +3,12 @@
 //! behind. Every bound has a default, a flag and a range checked here, so a slow, silent or greedy client costs a
 //! fixed amount and is dropped on a timer, and no value can make the server's arithmetic overflow.
 
-use std::time::Duration;
+use std::{ops::RangeInclusive, time::Duration};
+
+use crate::config::{
+    ConfigError,
+    bounds::{count, duration},
+};
 
 /// The API server's limits (flags `--api-max-connections` … `--api-event-stream-bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,42 +48,27 @@ impl Default for ApiLimits {
     }
 }
 
-/// Most connections the API serves at once: far below any open-file limit a node runs with.
-pub const MAX_CONNECTIONS: usize = 10_000;
-/// Longest any API timeout may be.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-const MIN_TIMEOUT: Duration = Duration::from_millis(100);
-/// Largest `--api-event-stream-bytes`.
-pub const MAX_EVENT_STREAM_BYTES: usize = 1 << 30;
-const MIN_EVENT_STREAM_BYTES: usize = 64 << 10;
+/// Connections the API may serve at once: far below any open-file limit a node runs with.
+pub const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=10_000;
+/// Every API timeout.
+pub const TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(3600);
+/// `--api-event-stream-bytes`.
+pub const EVENT_STREAM_BYTES: RangeInclusive<usize> = (64 << 10)..=(1 << 30);
 
 impl ApiLimits {
     /// Checks every limit; the error names the flag and its range.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
-            anyhow::bail!("invalid --api-max-connections: must be between 1 and {MAX_CONNECTIONS}");
-        }
-        if !(1..=self.max_connections).contains(&self.max_event_streams) {
-            anyhow::bail!(
-                "invalid --api-max-event-streams: must be between 1 and --api-max-connections ({})",
-                self.max_connections
-            );
-        }
-        let timeouts = [
-            ("api-header-timeout", self.header_timeout),
-            ("api-body-timeout", self.body_timeout),
-            ("api-request-timeout", self.request_timeout),
-            ("api-write-timeout", self.write_timeout),
-        ];
-        for (flag, timeout) in timeouts {
-            if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout) {
-                anyhow::bail!("invalid --{flag}: must be between 100ms and 1h");
-            }
-        }
-        if !(MIN_EVENT_STREAM_BYTES..=MAX_EVENT_STREAM_BYTES).contains(&self.event_stream_bytes) {
-            anyhow::bail!("invalid --api-event-stream-bytes: must be between 64KiB and 1024MiB");
-        }
-        Ok(())
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        count("api-max-connections", self.max_connections, MAX_CONNECTIONS)?;
+        count(
+            "api-max-event-streams",
+            self.max_event_streams,
+            1..=self.max_connections,
+        )?;
+        duration("api-header-timeout", self.header_timeout, TIMEOUT)?;
+        duration("api-body-timeout", self.body_timeout, TIMEOUT)?;
+        duration("api-request-timeout", self.request_timeout, TIMEOUT)?;
+        duration("api-write-timeout", self.write_timeout, TIMEOUT)?;
+        count("api-event-stream-bytes", self.event_stream_bytes, EVENT_STREAM_BYTES)
     }
 }
 
@@ -92,7 +82,9 @@ mod tests {
         type Breakage = fn(&mut ApiLimits);
         let cases: [(&str, Breakage); 9] = [
             ("--api-max-connections", |l| l.max_connections = 0),
-            ("--api-max-connections", |l| l.max_connections = MAX_CONNECTIONS + 1),
+            ("--api-max-connections", |l| {
+                l.max_connections = MAX_CONNECTIONS.end() + 1
+            }),
             ("--api-max-event-streams", |l| l.max_event_streams = 0),
             ("--api-max-event-streams", |l| {
                 l.max_event_streams = l.max_connections + 1
@@ -100,7 +92,7 @@ mod tests {
             ("--api-header-timeout", |l| l.header_timeout = Duration::ZERO),
             ("--api-body-timeout", |l| l.body_timeout = Duration::MAX),
             ("--api-request-timeout", |l| {
-                l.request_timeout = MAX_TIMEOUT + Duration::from_secs(1)
+                l.request_timeout = *TIMEOUT.end() + Duration::from_secs(1)
             }),
             ("--api-write-timeout", |l| l.write_timeout = Duration::from_millis(1)),
             ("--api-event-stream-bytes", |l| l.event_stream_bytes = usize::MAX),

@@ -51,10 +51,10 @@ impl ApiConfig {
     /// From `--api ADDR|off`, `--api-token-file` and the `--api-*` limits: `None` when the API is off. A non-loopback
     /// address without a token file is refused, as are an empty or unreadable token file and limits out of range.
     pub fn from_flags(api: &str, token_file: Option<&Path>, limits: ApiLimits) -> anyhow::Result<Option<ApiConfig>> {
+        limits.validate()?;
         if api.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
-        limits.validate()?;
         let listen: SocketAddr = api.parse().map_err(|e| {
             anyhow::anyhow!("invalid --api {api:?}: {e} (expected HOST:PORT such as 127.0.0.1:5100, or off)")
         })?;
@@ -69,9 +69,11 @@ impl ApiConfig {
     }
 }
 
-fn read_token(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read --api-token-file {}", path.display()))?;
+/// The bearer token in `path` (`--api-token-file`): a regular file of at most 4 KiB, surrounding whitespace ignored.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    /// A token is a line of text; 4 KiB leaves room for any format.
+    const MAX_TOKEN_FILE: usize = 4096;
+    let text = crate::files::read_text(path, "--api-token-file", MAX_TOKEN_FILE)?;
     let token = text.trim();
     if token.is_empty() {
         anyhow::bail!("--api-token-file {} is empty", path.display());

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    api::{ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange, TopicName},
+    api::{self, ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange, TopicName},
     cli::{ClientArgs, ClientCommand as Command},
     config::MAX_MESSAGE_SIZE,
     node::{Diagnosis, NodeStatus, PeerInfo, Published},
@@ -40,15 +40,7 @@ pub struct Answer<T> {
 
 impl ApiClient {
     pub fn new(args: &ClientArgs) -> anyhow::Result<Self> {
-        let token = match &args.api_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read --api-token-file {}", path.display()))?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => None,
-        };
+        let token = args.api_token_file.as_deref().map(api::read_token).transpose()?;
         let base = args.api_url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!(
@@ -204,10 +196,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let data = match message.as_deref() {
                 None | Some("-") => {
+                    // No node accepts more than MAX_MESSAGE_SIZE: a longer input is an error, not a memory hog.
                     let mut text = String::new();
                     std::io::stdin()
+                        .take(MAX_MESSAGE_SIZE as u64 + 1)
                         .read_to_string(&mut text)
                         .context("cannot read the message from stdin")?;
+                    if text.len() > MAX_MESSAGE_SIZE {
+                        anyhow::bail!(
+                            "the message on stdin is larger than {} MiB, more than any node accepts",
+                            MAX_MESSAGE_SIZE >> 20
+                        );
+                    }
                     // `echo hi | swarmnode publish t -` means "hi", as a shell's $(...) would.
                     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
                     trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned()

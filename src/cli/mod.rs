@@ -1,5 +1,6 @@
-//! The command line. This file holds the clap definitions: every flag of `run` has a `SWARMNODE_*` variable (flags win), list flags
-//! also take comma-separated values, and values are parsed by the same functions `NodeConfig` documents.
+//! The command line. This file holds the clap definitions: every flag of `run` has a `SWARMNODE_*` variable (flags
+//! win), list flags also take comma-separated values, a boolean flag's variable takes 1/0, true/false, yes/no or
+//! on/off (`BoolishValueParser`), and values are parsed by the same functions `NodeConfig` documents.
 //! `run` turns the flags into a `NodeConfig` and runs the node; `ca` and `client` are the other subcommands.
 
 pub mod ca;
@@ -8,7 +9,7 @@ pub mod run;
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
 use crate::config::{self, SecurityProtocol};
@@ -232,8 +233,8 @@ pub struct RunArgs {
     /// Peer to join the swarm through (repeatable); `/p2p/<id>` optional, `/dns4/host/tcp/port` allowed.
     #[arg(long, env = "SWARMNODE_BOOTSTRAP", value_delimiter = ',')]
     pub bootstrap: Vec<Multiaddr>,
-    /// Turn off mDNS discovery on the local network.
-    #[arg(long, env = "SWARMNODE_NO_MDNS")]
+    /// Turn off mDNS discovery on the local network (variable: 1/0, true/false, yes/no, on/off).
+    #[arg(long, env = "SWARMNODE_NO_MDNS", value_parser = BoolishValueParser::new())]
     pub no_mdns: bool,
     /// Kademlia protocol; `/ipfs/kad/1.0.0` to interoperate with other libp2p DHTs.
     #[arg(long, env = "SWARMNODE_KAD_PROTOCOL", default_value = config::DEFAULT_KAD_PROTOCOL, value_parser = parse_protocol)]

@@ -14,7 +14,7 @@ use tokio::{
 use super::RunArgs;
 use crate::{
     api::{self, ApiConfig},
-    config::{self, NodeConfig},
+    config::{self, ConfigError, NodeConfig},
     node::{self, EventReceiver, NodeHandle, PublishRequest, RecvError},
     policy::liveness::LivenessPolicy,
     time::now_unix_ms,
@@ -52,8 +52,8 @@ impl RunArgs {
         config.cert = self.cert.clone();
         config.admission_timeout = self.admission_timeout;
         config.ban_duration = self.ban_duration;
-        config.allow_peers = peer_list(&self.allow_peer, self.allow_file.as_deref(), "--allow-file")?;
-        config.deny_peers = peer_list(&self.deny_peer, self.deny_file.as_deref(), "--deny-file")?.unwrap_or_default();
+        config.allow_peers = peer_list(&self.allow_peer, self.allow_file.as_deref(), "allow-file")?;
+        config.deny_peers = peer_list(&self.deny_peer, self.deny_file.as_deref(), "deny-file")?.unwrap_or_default();
         config.gossip_ip_colocation_threshold = self.gossip_ip_colocation_threshold;
         config.max_topics = self.max_topics;
         config.peer_message_rate = self.peer_message_rate;
@@ -70,11 +70,16 @@ impl RunArgs {
     }
 }
 
-/// The peers of a list flag and its file together; `None` when neither was given.
-fn peer_list(flags: &[PeerId], file: Option<&std::path::Path>, file_flag: &str) -> anyhow::Result<Option<Vec<PeerId>>> {
+/// The peers of a list flag and its file together; `None` when neither was given. A bad file is a `ConfigError` for
+/// `file_setting`.
+fn peer_list(
+    flags: &[PeerId],
+    file: Option<&std::path::Path>,
+    file_setting: &'static str,
+) -> Result<Option<Vec<PeerId>>, ConfigError> {
     let mut peers = flags.to_vec();
     if let Some(file) = file {
-        let listed = config::load_peer_list(file).map_err(|e| anyhow::anyhow!("invalid {file_flag}: {e}"))?;
+        let listed = config::load_peer_list(file).map_err(|e| ConfigError::new(file_setting, e))?;
         peers.extend(listed.into_iter().filter(|peer| !flags.contains(peer)));
     }
     Ok((!flags.is_empty() || file.is_some()).then_some(peers))
@@ -360,6 +365,70 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(expected), "{flag} {value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_peer_list_file_is_a_config_error_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("deny.txt");
+        std::fs::write(&big, vec![b'#'; config::MAX_PEER_LIST_FILE + 1]).unwrap();
+        for (file, expected) in [
+            (big.to_str().unwrap(), "is larger than 1 MiB"),
+            (
+                "/dev/zero",
+                "/dev/zero is not a regular file (it is a character device)",
+            ),
+        ] {
+            let error = run_args(&["--data-dir", "/d", "--deny-file", file])
+                .to_config()
+                .unwrap_err();
+            let config_error = error.downcast_ref::<ConfigError>().expect("a ConfigError");
+            assert_eq!(config_error.setting, "deny-file");
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn every_boolean_flag_with_a_variable_takes_1_0_true_false_yes_no() {
+        use clap::{ArgAction, CommandFactory};
+
+        fn boolean_flags_with_env(command: &clap::Command, found: &mut Vec<clap::Arg>) {
+            found.extend(
+                command
+                    .get_arguments()
+                    .filter(|arg| arg.get_env().is_some() && matches!(arg.get_action(), ArgAction::SetTrue))
+                    .cloned(),
+            );
+            for sub in command.get_subcommands() {
+                boolean_flags_with_env(sub, found);
+            }
+        }
+        let mut flags = Vec::new();
+        boolean_flags_with_env(&Cli::command(), &mut flags);
+        assert!(flags.iter().any(|arg| arg.get_id() == "no_mdns"), "{flags:?}");
+        for flag in flags {
+            // The variable's value goes through the flag's value parser: give it one as an argument.
+            let probe = clap::Command::new("probe").arg(flag.clone().action(ArgAction::Set).num_args(1));
+            let long = format!("--{}", flag.get_long().unwrap());
+            let parse = |value: &str| {
+                probe
+                    .clone()
+                    .try_get_matches_from(["probe", long.as_str(), value])
+                    .map(|matches| matches.get_one::<bool>(flag.get_id().as_str()).copied())
+            };
+            for (value, expected) in [
+                ("1", true),
+                ("yes", true),
+                ("TRUE", true),
+                ("0", false),
+                ("no", false),
+                ("False", false),
+            ] {
+                assert_eq!(parse(value).unwrap(), Some(expected), "{long}={value}");
+            }
+            let refused = parse("maybe").unwrap_err().to_string();
+            assert!(refused.contains("maybe") && refused.contains(&long), "{refused}");
         }
     }
 }

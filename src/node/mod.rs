@@ -1,8 +1,8 @@
-//! The running node. `spawn` checks the configuration, takes the data-directory lock, loads the identity, builds the
-//! swarm, starts listening and hands the swarm to one tokio task, the event loop, which is the only code that touches
-//! it. The loop selects over swarm events, commands from `NodeHandle`s and a housekeeping timer, and glues each to the
-//! decision it needs: event → decision (a pure call into `crate::policy`) → effects. On shutdown it announces the
-//! departure to every peer before the swarm is dropped.
+//! The running node. `spawn` checks the configuration, takes the data-directory lock, loads and locks the identity,
+//! builds the swarm, starts listening and hands the swarm to one tokio task, the event loop, which is the only code
+//! that touches it. The loop selects over swarm events, commands from `NodeHandle`s and a housekeeping timer, and
+//! glues each to the decision it needs: event → decision (a pure call into `crate::policy`) → effects. On shutdown it
+//! announces the departure to every peer before the swarm is dropped.
 
 mod admission;
 mod behaviour;
@@ -66,7 +66,7 @@ use crate::{
     policy::liveness::{Action, Decisions, PeerTable},
     policy::publish::{Batcher, Publisher},
     security::certificate,
-    security::identity::{self, DataDirLock},
+    security::identity::{self, DataDirLock, KeyLock},
     security::swarm_key,
     time::now_unix_ms,
     wire::leave::LeaveNotice,
@@ -121,7 +121,7 @@ impl RunningNode {
 pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     config.validate()?;
     let lock = DataDirLock::acquire(&config.data_dir)?;
-    let keypair = identity::load_or_create(&config.key_path)?;
+    let (keypair, key_lock) = identity::load_or_create(&config.key_path)?;
     let peer_id = keypair.public().to_peer_id();
     let mut registry = Registry::default();
     let swarm_key = config.swarm_key.as_deref().map(swarm_key::load).transpose()?;
@@ -192,7 +192,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         metrics: metrics.clone(),
         batcher,
         started: Instant::now(),
-        _lock: lock,
+        _locks: (lock, key_lock),
     };
     let task = tokio::spawn(event_loop.run());
     Ok(RunningNode {
@@ -279,8 +279,8 @@ struct EventLoop {
     /// Publishes waiting for their batch, when `--batch-window` is on.
     batcher: Option<Batcher<PendingPublish>>,
     started: Instant,
-    /// Held until the loop ends, so the data directory is ours while the swarm runs.
-    _lock: DataDirLock,
+    /// Held until the loop ends, so the data directory and the identity key are ours while the swarm runs.
+    _locks: (DataDirLock, KeyLock),
 }
 
 impl EventLoop {

@@ -151,7 +151,7 @@ pub fn build_swarm(
         // A QUIC connection to a dead peer ends after its idle timeout (libp2p's default: 10 s), there being no FIN
         // to tell. Past our peer timeout, so that the liveness policy, not the transport, decides when a peer is
         // gone, and does so after the configured silence on QUIC as on TCP.
-        let idle = config.liveness.peer_timeout + config.heartbeat;
+        let idle = config.liveness.peer_timeout.saturating_add(config.heartbeat);
         quic.max_idle_timeout = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
         quic.keep_alive_interval = quic.keep_alive_interval.min(config.heartbeat);
         // quinn's handshake timeout applies both ways; the inbound side is cut shorter below.

@@ -17,6 +17,7 @@ use libp2p::{Multiaddr, PeerId, identity::PublicKey};
 use super::liveness::MAX_ADDRESSES;
 use crate::{
     security::certificate::Certificate,
+    time::deadline,
     wire::admission::{ADMISSION_VERSION, AdmissionRequest, REFUSAL_LINGER},
 };
 
@@ -64,7 +65,7 @@ impl GraylistChecks {
         if self.next.is_some_and(|next| now < next) {
             return false;
         }
-        self.next = Some(now + self.interval);
+        self.next = Some(deadline(now, self.interval));
         true
     }
 }
@@ -139,16 +140,16 @@ impl Admissions {
         if self.members.contains_key(&peer) {
             return false;
         }
-        let deadline = now + self.timeout;
+        let until = deadline(now, self.timeout);
         let pending = self.pending.entry(peer).or_insert(Pending {
-            deadline,
+            deadline: until,
             connected_at: None,
             held_addresses: Vec::new(),
         });
         if pending.connected_at.is_some() {
             return false;
         }
-        pending.deadline = deadline;
+        pending.deadline = until;
         pending.connected_at = Some(address.clone());
         true
     }
@@ -168,7 +169,7 @@ impl Admissions {
             return true;
         }
         let pending = self.pending.entry(peer).or_insert(Pending {
-            deadline: now + self.timeout,
+            deadline: deadline(now, self.timeout),
             connected_at: None,
             held_addresses: Vec::new(),
         });
@@ -212,7 +213,7 @@ impl Admissions {
     pub fn refuse_later(&mut self, peer: PeerId, reason: &'static str, detail: String, now: Instant) {
         self.pending.remove(&peer);
         self.members.remove(&peer);
-        let at = now + REFUSAL_LINGER;
+        let at = deadline(now, REFUSAL_LINGER);
         self.refusals.insert(peer, Refusal { reason, detail, at });
     }
 
@@ -282,11 +283,10 @@ impl Bans {
     }
 
     /// Bans `peer` from `now` for `duration`, or until the ban it is under ends if that is later; the reason is the
-    /// latest. Returns how long from now the ban lasts. A duration past `Instant`'s range bans until far off.
+    /// latest. Returns how long from now the ban lasts. A duration past `Instant`'s range bans until far off
+    /// (the deadline saturates).
     pub fn ban_for(&mut self, peer: PeerId, reason: String, now: Instant, duration: Duration) -> Duration {
-        let until = now
-            .checked_add(duration)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let until = deadline(now, duration);
         let until = self.until.get(&peer).map_or(until, |(current, _)| until.max(*current));
         self.until.insert(peer, (until, reason));
         until.saturating_duration_since(now)
@@ -561,5 +561,22 @@ mod tests {
         let held = admissions.admit(other, member(100)).unwrap().held_addresses;
         assert_eq!(held.len(), MAX_ADDRESSES, "the latest addresses, no more");
         assert_eq!(held.last(), Some(&addr(19)));
+    }
+
+    #[test]
+    fn extreme_timeouts_and_bans_saturate_instead_of_panicking() {
+        let now = Instant::now();
+        let century = now + Duration::from_secs(100 * 365 * 24 * 3600);
+        let mut admissions = Admissions::new(Duration::MAX);
+        let peer = PeerId::random();
+        assert!(!admissions.route_or_hold(PeerId::random(), addr(1), now));
+        assert!(admissions.connected(peer, &addr(1), now));
+        assert_eq!(admissions.tick(century, 0), AdmissionsDue::default());
+        let mut bans = Bans::new(Duration::MAX);
+        assert_eq!(bans.ban(peer, "admission".into(), now), Duration::MAX);
+        assert!(bans.expire(century).is_empty());
+        let mut checks = GraylistChecks::new(Duration::MAX);
+        assert!(checks.due(now));
+        assert!(!checks.due(century));
     }
 }

@@ -114,4 +114,15 @@ mod tests {
         assert_eq!(ids.get(&"b", start), Some(&1));
         assert_eq!(ids.get(&"d", start), Some(&3));
     }
+
+    #[test]
+    fn an_extreme_window_keeps_ids_without_overflowing() {
+        let mut ids = RecentIds::new(Duration::MAX, 2);
+        let start = Instant::now();
+        ids.insert("a", 1, start);
+        assert_eq!(ids.get(&"a", start + 1000 * SEC), Some(&1));
+        ids.insert("b", 2, start);
+        ids.insert("c", 3, start);
+        assert_eq!(ids.len(), 2, "the capacity still bounds it");
+    }
 }

@@ -13,7 +13,7 @@ use std::{
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 
 use super::liveness::MAX_ADDRESSES;
-use crate::node::DiscoverySource;
+use crate::{node::DiscoverySource, time::deadline};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -53,7 +53,7 @@ impl BootstrapPeers {
             .collect();
         BootstrapPeers {
             peers,
-            next_retry: now + FIRST_RETRY,
+            next_retry: deadline(now, FIRST_RETRY),
             retry_delay: FIRST_RETRY,
         }
     }
@@ -91,14 +91,14 @@ impl BootstrapPeers {
     pub fn retry_due(&mut self, now: Instant, routing_table_empty: bool) -> bool {
         if self.peers.is_empty() || !routing_table_empty {
             self.retry_delay = FIRST_RETRY;
-            self.next_retry = now + FIRST_RETRY;
+            self.next_retry = deadline(now, FIRST_RETRY);
             return false;
         }
         if now < self.next_retry {
             return false;
         }
-        self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY);
-        self.next_retry = now + self.retry_delay;
+        self.retry_delay = self.retry_delay.saturating_mul(2).min(MAX_RETRY);
+        self.next_retry = deadline(now, self.retry_delay);
         true
     }
 }

@@ -18,6 +18,8 @@ use libp2p::{Multiaddr, PeerId};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
+use crate::time::deadline;
+
 /// Where a peer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -244,7 +246,11 @@ impl PeerTable {
             if let Some(rtt) = rtt {
                 entry.last_rtt = Some(rtt);
                 // The TCP estimator (RFC 6298): srtt = 7/8 srtt + 1/8 rtt.
-                entry.smoothed_rtt = Some(entry.smoothed_rtt.map_or(rtt, |srtt| (srtt * 7 + rtt) / 8));
+                entry.smoothed_rtt = Some(
+                    entry
+                        .smoothed_rtt
+                        .map_or(rtt, |srtt| srtt.saturating_mul(7).saturating_add(rtt) / 8),
+                );
             }
         }
     }
@@ -270,7 +276,7 @@ impl PeerTable {
         entry.removed_because = Some("announced leave");
         let retry = if entry.bootstrap {
             entry.attempt = self.policy.reconnect_attempts;
-            entry.next_retry = Some(now + self.policy.reconnect_backoff_max);
+            entry.next_retry = Some(deadline(now, self.policy.reconnect_backoff_max));
             Some(self.policy.reconnect_backoff_max)
         } else {
             entry.attempt = 0;
@@ -418,7 +424,7 @@ impl PeerTable {
                 entry.forget_at = None;
                 continue;
             }
-            let at = *entry.forget_at.get_or_insert(now + forget_after);
+            let at = *entry.forget_at.get_or_insert_with(|| deadline(now, forget_after));
             if at <= now {
                 forgotten.push(*peer);
             }
@@ -446,7 +452,9 @@ impl PeerTable {
             .policy
             .reconnect_backoff
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        let jittered = doubled.mul_f64(self.rng.gen_range(0.75..=1.25));
+        // `mul_f64` panics past `Duration::MAX`, which a doubled (saturated) delay may already be.
+        let jitter = self.rng.gen_range(0.75..=1.25);
+        let jittered = Duration::try_from_secs_f64(doubled.as_secs_f64() * jitter).unwrap_or(Duration::MAX);
         jittered.min(self.policy.reconnect_backoff_max)
     }
 
@@ -478,7 +486,7 @@ impl PeerTable {
         };
         let entry = self.peers.get_mut(&peer).expect("checked above");
         entry.attempt = attempt;
-        entry.next_retry = Some(now + delay);
+        entry.next_retry = Some(deadline(now, delay));
         let reason = if exhausted {
             "bootstrap peer: slow retry"
         } else if entry.state == PeerState::New {
@@ -950,5 +958,42 @@ mod tests {
             "most recently confirmed first"
         );
         assert_eq!(addresses.len(), MAX_ADDRESSES);
+    }
+
+    #[test]
+    fn extreme_durations_and_attempts_saturate_instead_of_panicking() {
+        let policy = LivenessPolicy {
+            peer_timeout: Duration::MAX,
+            reconnect_attempts: u32::MAX,
+            reconnect_backoff: Duration::MAX,
+            reconnect_backoff_max: Duration::MAX,
+            forget_after: Duration::MAX,
+            max_known_peers: usize::MAX,
+        };
+        let mut table = PeerTable::new(policy, 1);
+        let (peer, boot) = (PeerId::random(), PeerId::random());
+        let now = Instant::now();
+        table.discovered(boot, &[addr()], true, now);
+        for peer in [peer, boot] {
+            table.connected(peer, &addr(), now);
+            table.heard_from(peer, Some(Duration::MAX), now);
+            table.heard_from(peer, Some(Duration::MAX), now);
+        }
+        let dropped = table.disconnected(peer, now);
+        assert!(
+            dropped.transitions[1].next_retry.unwrap() >= Duration::MAX / 2,
+            "jittered, capped"
+        );
+        assert!(table.get(&peer).unwrap().next_retry.unwrap() > now);
+        let left = table.left(boot, now);
+        assert_eq!(left.transitions[0].next_retry, Some(Duration::MAX));
+        table.dismissed(peer, "operator");
+        let later = now + Duration::from_secs(100 * 365 * 24 * 3600);
+        assert!(table.tick(later).actions.is_empty(), "nothing is due in a century");
+        assert_eq!(
+            table.get(&peer).unwrap().state,
+            PeerState::Removed,
+            "and nothing forgotten"
+        );
     }
 }

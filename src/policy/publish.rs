@@ -13,6 +13,7 @@ use libp2p::PeerId;
 use super::dedup::RecentIds;
 use crate::{
     config::check_topic,
+    time::deadline,
     wire::{
         batch::{BATCH_HEADER, BATCH_PER_ENTRY, MAX_BATCH_ENTRIES, encode_batch},
         envelope::{DEFAULT_CONTENT_TYPE, ENVELOPE_OVERHEAD, Envelope},
@@ -210,7 +211,7 @@ impl<R> Batcher<R> {
                 topic: topic.to_owned(),
                 entries: vec![(envelope, context)],
                 size: added,
-                deadline: now + self.window,
+                deadline: deadline(now, self.window),
             }),
         }
         flushes
@@ -446,5 +447,15 @@ mod tests {
         let due = batcher.due(start + 5 * MS);
         assert_eq!(due.len(), 1);
         assert_eq!(batcher.waiting, BATCH_HEADER + bytes.len() + BATCH_PER_ENTRY);
+    }
+
+    #[test]
+    fn an_extreme_batch_window_saturates_instead_of_panicking() {
+        let mut batcher: Batcher<u32> = Batcher::new(Duration::MAX, LIMIT, LIMIT);
+        let now = Instant::now();
+        assert!(batcher.add("t", vec![1; 10], 0, now).is_empty());
+        assert!(batcher.next_deadline().unwrap() > now + Duration::from_secs(100 * 365 * 24 * 3600));
+        assert!(batcher.due(now + WINDOW).is_empty());
+        assert_eq!(batcher.drain().len(), 1);
     }
 }

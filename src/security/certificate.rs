@@ -6,7 +6,8 @@
 //! A certificate is a CBOR map `{"body": bytes, "signature": bytes}`. `body` is itself CBOR (the fields below) and the
 //! signature covers `SIGNING_CONTEXT || body` exactly as carried, so checking it never depends on how anyone
 //! re-encodes CBOR. Decoding trusts nothing: sizes, types, unknown fields and trailing bytes are all checked.
-//! Pure apart from the `load_*` / `write_*` helpers at the end, which only read and write files.
+//! Pure apart from the `load_*` / `write_*` helpers at the end, which only read (bounded, regular files) and write
+//! files.
 
 use std::{path::Path, time::Duration};
 
@@ -16,12 +17,18 @@ use libp2p::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{security::identity, wire::cbor::decode_cbor};
+use crate::{
+    files::{self, FileError},
+    security::{identity, secret_file},
+    wire::cbor::decode_cbor,
+};
 
 /// The only certificate version this build reads and writes.
 pub const CERTIFICATE_VERSION: u32 = 1;
-/// Largest encoded certificate accepted, in bytes (a real one is about 200).
+/// Largest encoded certificate accepted, in bytes (a real one is about 200), from a peer or a file.
 pub const MAX_CERTIFICATE_SIZE: usize = 2048;
+/// Largest CA public key file read, in bytes (an ed25519 one takes 36).
+pub const MAX_CA_PUBLIC_KEY_FILE: usize = 4096;
 /// Longest member name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 64;
 /// How far apart two clocks may be: a certificate is accepted this long before it starts and after it ends.
@@ -243,8 +250,10 @@ fn check_name(name: &str) -> Result<(), CertificateError> {
 /// What can go wrong with a CA or certificate file.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipFileError {
-    #[error("cannot read {path}: {source}")]
-    Unreadable {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("cannot create {path}: {source}")]
+    Uncreatable {
         path: String,
         #[source]
         source: std::io::Error,
@@ -261,16 +270,9 @@ pub enum MembershipFileError {
     Key(#[from] identity::IdentityError),
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, MembershipFileError> {
-    std::fs::read(path).map_err(|source| MembershipFileError::Unreadable {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
 /// Reads a CA public key file (`ca.pub`).
 pub fn load_ca_public_key(path: &Path) -> Result<PublicKey, MembershipFileError> {
-    let bytes = read(path)?;
+    let bytes = files::read(path, "CA public key", MAX_CA_PUBLIC_KEY_FILE)?;
     PublicKey::try_decode_protobuf(&bytes).map_err(|_| MembershipFileError::NotACaPublicKey {
         path: path.display().to_string(),
     })
@@ -278,7 +280,7 @@ pub fn load_ca_public_key(path: &Path) -> Result<PublicKey, MembershipFileError>
 
 /// Reads a certificate file.
 pub fn load_certificate(path: &Path) -> Result<Certificate, MembershipFileError> {
-    let bytes = read(path)?;
+    let bytes = files::read(path, "certificate", MAX_CERTIFICATE_SIZE)?;
     Certificate::decode(&bytes).map_err(|source| MembershipFileError::BadCertificate {
         path: path.display().to_string(),
         source,
@@ -287,7 +289,7 @@ pub fn load_certificate(path: &Path) -> Result<Certificate, MembershipFileError>
 
 /// Writes a new CA: `dir/ca.key` (mode 0600) and `dir/ca.pub`; refuses to replace an existing key unless `force`.
 pub fn write_new_ca(dir: &Path, force: bool) -> Result<Keypair, MembershipFileError> {
-    std::fs::create_dir_all(dir).map_err(|source| MembershipFileError::Unreadable {
+    std::fs::create_dir_all(dir).map_err(|source| MembershipFileError::Uncreatable {
         path: dir.display().to_string(),
         source,
     })?;
@@ -298,8 +300,8 @@ pub fn write_new_ca(dir: &Path, force: bool) -> Result<Keypair, MembershipFileEr
             path: dir.join("ca.key"),
             reason: e.to_string(),
         })?;
-    identity::write_secret(&dir.join("ca.key"), &secret, force)?;
-    identity::write_secret(&dir.join("ca.pub"), &keypair.public().encode_protobuf(), true)?;
+    secret_file::write_secret(&dir.join("ca.key"), &secret, force)?;
+    secret_file::write_secret(&dir.join("ca.pub"), &keypair.public().encode_protobuf(), true)?;
     Ok(keypair)
 }
 

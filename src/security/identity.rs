@@ -1,24 +1,43 @@
-//! The node's identity: its ed25519 key file, and the data-directory lock that keeps two nodes from running with
-//! one identity.
+//! The node's identity: its ed25519 key file, and the locks that keep two nodes from running with one identity (the
+//! data directory's and the key file's own). Key files are written by `secret_file`.
 //!
 //! The peer id *is* the public key, so losing or silently replacing the key changes who the node is to the whole
-//! swarm. The key is therefore created once (mode 0600, written atomically), reused on every start, and a file that
-//! cannot be read or decoded is an error the operator must resolve — never overwritten.
+//! swarm. The key is therefore created once (mode 0600, written atomically, never over an existing file), reused on
+//! every start, and a file that cannot be read or decoded is an error the operator must resolve — never overwritten.
+//!
+//! A running node holds an exclusive `flock` on its key file, taken on the very descriptor the key is read from, so
+//! the lock covers exactly the key in use, wherever it lives (`--key` outside the data directory too) and by whatever
+//! path or hard link it is named; it needs no write access and leaves no lock file behind. A rename does not move
+//! the lock to the new file: `key generate --force` (which replaces by rename) therefore checks the lock on the file
+//! it would replace and refuses while a node holds it. A copy of the key under another inode is not detected.
 
 use std::{
     fs::{self, File, OpenOptions, TryLockError},
-    io::{self, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    io,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
 use libp2p::identity::Keypair;
 
+use super::secret_file::write_secret;
+use crate::files::{self, FileError};
+
+/// Largest key file read, in bytes (an ed25519 key pair takes 68).
+pub const MAX_KEY_FILE: usize = 4096;
+/// How a key file is named in errors.
+const KEY_FILE: &str = "key file";
+
 /// What can go wrong with the key file or the data directory.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot read key file {path}: {source}")]
-    Unreadable { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    File(FileError),
+    #[error(
+        "key file {} is empty: restore it from a backup, or remove it to start with a new identity (a new peer id)",
+        .0.display()
+    )]
+    Empty(PathBuf),
     #[error(
         "key file {path} is corrupt or not a libp2p protobuf-encoded ed25519 key ({reason}); \
          restore it from a backup, or move it away to start with a new identity (a new peer id)"
@@ -28,6 +47,13 @@ pub enum IdentityError {
     Missing(PathBuf),
     #[error("key file {0} already exists: pass --force to replace it (the old key is then gone for good)")]
     Exists(PathBuf),
+    #[error("{path} is not a regular file (it is a {kind}): refusing to replace it, even with --force")]
+    NotReplaceable { path: PathBuf, kind: &'static str },
+    #[error(
+        "key file {0} is in use by a running swarmnode: stop that node first, or pass another --key \
+         (two nodes sharing one identity would silently ignore each other)"
+    )]
+    KeyInUse(PathBuf),
     #[error("cannot write key file {path}: {source}")]
     Unwritable { path: PathBuf, source: io::Error },
     #[error("cannot use data directory {path}: {source}")]
@@ -39,49 +65,118 @@ pub enum IdentityError {
     DataDirInUse(PathBuf),
 }
 
-/// Reads the key at `path`, creating a new one there if no file exists.
-pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
-    match load(path) {
+impl IdentityError {
+    fn from_file(path: &Path, error: FileError) -> Self {
+        if error.is_not_found() {
+            IdentityError::Missing(path.into())
+        } else {
+            IdentityError::File(error)
+        }
+    }
+}
+
+/// The running node's hold on its key file, released on drop (also when the process dies: the kernel drops the lock
+/// with the file descriptor).
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: File,
+}
+
+/// Reads and locks the key at `path`, creating a new one there if no file exists. Fails at once if another node
+/// holds the key.
+pub fn load_or_create(path: &Path) -> Result<(Keypair, KeyLock), IdentityError> {
+    match load_locked(path) {
         Err(IdentityError::Missing(_)) => {
-            let keypair = Keypair::generate_ed25519();
-            write_new(path, &keypair, false)?;
+            match write_new(path, &Keypair::generate_ed25519(), false) {
+                // Another process created it first: use that one, as it may already be running with it.
+                Ok(()) | Err(IdentityError::Exists(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let (keypair, lock) = load_locked(path)?;
             tracing::info!(path = %path.display(), peer_id = %keypair.public().to_peer_id(), "created a new identity key");
-            Ok(keypair)
+            Ok((keypair, lock))
         }
         other => other,
     }
 }
 
-/// Reads the key at `path`; a missing file is `IdentityError::Missing`.
-pub fn load(path: &Path) -> Result<Keypair, IdentityError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(IdentityError::Missing(path.into()));
-        }
-        Err(source) => {
-            return Err(IdentityError::Unreadable {
+/// Opens the key at `path`, locks it, and decodes the bytes read through the locked descriptor.
+fn load_locked(path: &Path) -> Result<(Keypair, KeyLock), IdentityError> {
+    let mut file = files::open_regular(path, KEY_FILE).map_err(|e| IdentityError::from_file(path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(IdentityError::KeyInUse(path.into())),
+        Err(TryLockError::Error(source)) => {
+            return Err(IdentityError::File(FileError::Unreadable {
+                what: KEY_FILE.into(),
                 path: path.into(),
                 source,
-            });
+            }));
         }
-    };
-    warn_if_readable_by_others(path);
-    Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Corrupt {
+    }
+    let bytes = files::read_opened(&mut file, path, KEY_FILE, MAX_KEY_FILE).map_err(IdentityError::File)?;
+    warn_if_readable_by_others(&file, path);
+    Ok((decode(path, &bytes)?, KeyLock { _file: file }))
+}
+
+/// Reads the key at `path` (without locking it: `swarmnode id` may look at a running node's key); a missing file is
+/// `IdentityError::Missing`.
+pub fn load(path: &Path) -> Result<Keypair, IdentityError> {
+    let mut file = files::open_regular(path, KEY_FILE).map_err(|e| IdentityError::from_file(path, e))?;
+    let bytes = files::read_opened(&mut file, path, KEY_FILE, MAX_KEY_FILE).map_err(IdentityError::File)?;
+    warn_if_readable_by_others(&file, path);
+    decode(path, &bytes)
+}
+
+/// Decodes a key file's bytes; every refusal says what the bytes look like in our own words.
+fn decode(path: &Path, bytes: &[u8]) -> Result<Keypair, IdentityError> {
+    if bytes.is_empty() {
+        return Err(IdentityError::Empty(path.into()));
+    }
+    Keypair::from_protobuf_encoding(bytes).map_err(|_| IdentityError::Corrupt {
         path: path.into(),
-        reason: e.to_string(),
+        reason: why_not_a_key(bytes),
     })
 }
 
-/// Writes a freshly generated key to `path`; refuses to replace an existing file unless `force`.
+/// Why bytes that libp2p could not decode are not an ed25519 key pair. A libp2p private key is a protobuf message:
+/// field 1 (tag 0x08) the key type, field 2 (tag 0x12) the key bytes; an ed25519 pair is type 1 with 64 bytes.
+fn why_not_a_key(bytes: &[u8]) -> String {
+    const ED25519_FILE: usize = 68;
+    let other_type = match bytes {
+        [0x08, 0, ..] => Some("an RSA key"),
+        [0x08, 2, ..] => Some("a secp256k1 key"),
+        [0x08, 3, ..] => Some("an ECDSA key"),
+        [0x08, 1, ..] => None,
+        [0x08, kind, ..] => return format!("key type {kind} is unknown"),
+        _ => None,
+    };
+    if let Some(other_type) = other_type {
+        return format!("it holds {other_type}; swarmnode identities are ed25519 keys");
+    }
+    if bytes.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+        return format!(
+            "it is {} bytes of text, not the binary key `swarmnode key generate` writes",
+            bytes.len()
+        );
+    }
+    if bytes.len() != ED25519_FILE {
+        return format!(
+            "an ed25519 key file is {ED25519_FILE} bytes, this one is {}",
+            bytes.len()
+        );
+    }
+    "its bytes are not a valid ed25519 key pair".into()
+}
+
+/// Writes a freshly generated key to `path`; refuses to replace an existing file unless `force`, and refuses to
+/// replace a key a running node holds.
 pub fn generate(path: &Path, force: bool) -> Result<Keypair, IdentityError> {
     let keypair = Keypair::generate_ed25519();
     write_new(path, &keypair, force)?;
     Ok(keypair)
 }
 
-/// Writes the key to a temporary file with mode 0600 and renames it into place, so a crash never leaves a
-/// half-written key behind.
 fn write_new(path: &Path, keypair: &Keypair, force: bool) -> Result<(), IdentityError> {
     let encoded = keypair.to_protobuf_encoding().map_err(|e| IdentityError::Unwritable {
         path: path.into(),
@@ -90,35 +185,8 @@ fn write_new(path: &Path, keypair: &Keypair, force: bool) -> Result<(), Identity
     write_secret(path, &encoded, force)
 }
 
-/// Writes a secret (a key) to a temporary file with mode 0600 and renames it into place; refuses to replace an
-/// existing file unless `force`.
-pub fn write_secret(path: &Path, contents: &[u8], force: bool) -> Result<(), IdentityError> {
-    if !force && path.exists() {
-        return Err(IdentityError::Exists(path.into()));
-    }
-    let unwritable = |source| IdentityError::Unwritable {
-        path: path.into(),
-        source,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(unwritable)?;
-    }
-    let temporary = path.with_extension("partial");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(unwritable)?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(unwritable)?;
-    fs::rename(&temporary, path).map_err(unwritable)
-}
-
-fn warn_if_readable_by_others(path: &Path) {
-    if let Ok(metadata) = fs::metadata(path)
+fn warn_if_readable_by_others(file: &File, path: &Path) {
+    if let Ok(metadata) = file.metadata()
         && metadata.permissions().mode() & 0o077 != 0
     {
         tracing::warn!(path = %path.display(), "key file is readable by other users; chmod 600 it");
@@ -158,15 +226,31 @@ impl DataDirLock {
 mod tests {
     use super::*;
 
+    /// Every name in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn first_start_creates_a_private_key_and_later_starts_reuse_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/identity.key");
-        let first = load_or_create(&path).unwrap();
+        let (first, lock) = load_or_create(&path).unwrap();
+        drop(lock);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let second = load_or_create(&path).unwrap();
+        let (second, _lock) = load_or_create(&path).unwrap();
         assert_eq!(first.public().to_peer_id(), second.public().to_peer_id());
+        assert_eq!(
+            names(&dir.path().join("nested")),
+            ["identity.key"],
+            "no temporary file left"
+        );
     }
 
     #[test]
@@ -181,6 +265,49 @@ mod tests {
     }
 
     #[test]
+    fn undecodable_keys_are_described_in_our_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.key");
+        fs::write(&path, b"").unwrap();
+        let empty = load(&path).unwrap_err().to_string();
+        assert!(
+            empty.starts_with(&format!("key file {} is empty", path.display())),
+            "{empty}"
+        );
+        let cases: [(&[u8], &str); 5] = [
+            (b"\x08\x00\x12\x00", "holds an RSA key"),
+            (b"\x08\x02\x12\x20", "holds a secp256k1 key"),
+            (b"\x08\x09", "key type 9 is unknown"),
+            (b"CAESQ...base64\n", "bytes of text"),
+            (b"\x08\x01\x12\x40\x00", "68 bytes, this one is 5"),
+        ];
+        for (bytes, expected) in cases {
+            fs::write(&path, bytes).unwrap();
+            let message = load(&path).unwrap_err().to_string();
+            assert!(message.contains(expected), "{bytes:?}: {message}");
+            assert!(!message.contains("cargo feature"), "{message}");
+        }
+        let mut mismatched = Keypair::generate_ed25519().to_protobuf_encoding().unwrap();
+        mismatched[40] ^= 1;
+        fs::write(&path, mismatched).unwrap();
+        let message = load(&path).unwrap_err().to_string();
+        assert!(message.contains("not a valid ed25519 key pair"), "{message}");
+    }
+
+    #[test]
+    fn only_regular_key_files_of_a_few_kib_are_read() {
+        let error = load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "key file /dev/zero is not a regular file (it is a character device)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.key");
+        fs::write(&path, vec![0; MAX_KEY_FILE + 1]).unwrap();
+        assert!(load(&path).unwrap_err().to_string().contains("is larger than 4 KiB"));
+    }
+
+    #[test]
     fn generate_refuses_to_overwrite_without_force() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
@@ -190,6 +317,29 @@ mod tests {
         let replaced = generate(&path, true).unwrap();
         assert_ne!(replaced.public(), first.public());
         assert_eq!(load(&path).unwrap().public(), replaced.public());
+        assert_eq!(names(dir.path()), ["k"], "no temporary file left");
+    }
+
+    #[test]
+    fn a_key_in_use_cannot_be_loaded_by_another_node_or_replaced_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let (keypair, lock) = load_or_create(&path).unwrap();
+        assert!(matches!(load_or_create(&path), Err(IdentityError::KeyInUse(_))));
+        let link = dir.path().join("another-name");
+        fs::hard_link(&path, &link).unwrap();
+        assert!(
+            matches!(load_or_create(&link), Err(IdentityError::KeyInUse(_))),
+            "the lock is on the file, not its name"
+        );
+        let refused = generate(&path, true).unwrap_err();
+        assert!(
+            refused.to_string().contains("in use by a running swarmnode"),
+            "{refused}"
+        );
+        assert_eq!(load(&path).unwrap().public(), keypair.public(), "`id` still reads it");
+        drop(lock);
+        assert!(generate(&path, true).is_ok());
     }
 
     #[test]

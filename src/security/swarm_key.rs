@@ -8,12 +8,16 @@
 //! ```
 //!
 //! Parsing says which line is wrong and why, since operators write and copy these files by hand. Pure apart from
-//! `load`, which reads the file.
+//! `load`, which reads the file (a regular file of at most `MAX_SWARM_KEY_FILE` bytes).
 
 use std::path::Path;
 
 use libp2p::pnet::PreSharedKey;
 
+use crate::files::{self, FileError};
+
+/// Largest swarm key file read, in bytes (a key file takes 95).
+pub const MAX_SWARM_KEY_FILE: usize = 4096;
 const KEY_TYPE: &str = "/key/swarm/psk/1.0.0/";
 const ENCODING: &str = "/base16/";
 const KEY_BYTES: usize = 32;
@@ -21,12 +25,8 @@ const KEY_BYTES: usize = 32;
 /// Why a swarm key file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SwarmKeyError {
-    #[error("cannot read the swarm key {path}: {source}")]
-    Unreadable {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("swarm key {path}, line {line}: {reason}")]
     Invalid { path: String, line: usize, reason: String },
 }
@@ -66,10 +66,7 @@ pub fn parse(text: &str) -> Result<PreSharedKey, (usize, String)> {
 
 /// Reads and parses a swarm key file.
 pub fn load(path: &Path) -> Result<PreSharedKey, SwarmKeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SwarmKeyError::Unreadable {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = files::read_text(path, "swarm key", MAX_SWARM_KEY_FILE)?;
     parse(&text).map_err(|(line, reason)| SwarmKeyError::Invalid {
         path: path.display().to_string(),
         line,

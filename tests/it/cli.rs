@@ -1,5 +1,6 @@
-//! The `swarmnode` binary as a user runs it: key commands, bad flags, the JSON event lines of `run`, a graceful exit
-//! on SIGTERM, and the README's three-node chat on loopback.
+//! The `swarmnode` binary as a user runs it: key commands (which never replace a device, a FIFO or a directory, and
+//! leave no temporary file when a write fails), bad flags and boolean variables, the JSON event lines of `run`, a
+//! graceful exit on SIGTERM, and the README's three-node chat on loopback.
 
 use std::{
     io::Write,
@@ -224,4 +225,171 @@ fn subscribe_prints_each_message_of_the_topic_as_a_json_line() {
     );
     assert_eq!(message["data"], "extra, extra");
     assert!(publisher.terminate().success());
+}
+
+/// Every name in `dir`, sorted.
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn secret_writers_refuse_devices_fifos_and_directories_even_with_force() {
+    use std::os::unix::fs::FileTypeExt;
+
+    let full = std::path::Path::new("/dev/full");
+    let dev_before = names(std::path::Path::new("/dev"));
+    for args in [
+        &["key", "generate", "--out", "/dev/full", "--force"][..],
+        &["key", "swarm-key", "--out", "/dev/full", "--force"],
+    ] {
+        let output = swarmnode(args);
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("/dev/full is not a regular file (it is a character device)"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            std::fs::metadata(full).unwrap().file_type().is_char_device(),
+            "still a device"
+        );
+    }
+    assert_eq!(names(std::path::Path::new("/dev")), dev_before, "nothing left in /dev");
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let directory = dir.path().join("directory");
+    std::fs::create_dir(&directory).unwrap();
+    for (target, kind) in [(&fifo, "FIFO"), (&directory, "directory")] {
+        let output = swarmnode(&["key", "generate", "--out", target.to_str().unwrap(), "--force"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(&format!("(it is a {kind})")),
+            "{stderr}"
+        );
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(directory.is_dir());
+    assert_eq!(names(dir.path()), ["directory", "fifo"], "no temporary file left");
+}
+
+#[test]
+fn a_write_that_fails_halfway_leaves_no_temporary_file_and_no_target() {
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    for args in [
+        vec![
+            "key".to_owned(),
+            "generate".into(),
+            "--out".into(),
+            path("identity.key"),
+        ],
+        vec!["key".to_owned(), "swarm-key".into(), "--out".into(), path("swarm.key")],
+        vec!["ca".to_owned(), "init".into(), "--out".into(), path("ca")],
+    ] {
+        let mut command = std::process::Command::new(BINARY);
+        command.args(&args);
+        // SAFETY: between fork and exec the child only calls async-signal-safe functions (signal, setrlimit). Files
+        // may then grow to 16 bytes: every secret is longer, so its write fails halfway (EFBIG, with SIGXFSZ
+        // ignored), whoever runs the test, root included.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let limit = libc::rlimit {
+                    rlim_cur: 16,
+                    rlim_max: 16,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains("cannot write key file") && stderr.contains("too large"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        names(dir.path()),
+        ["ca"],
+        "no key, no temporary file: only the CA's directory"
+    );
+    assert!(names(&dir.path().join("ca")).is_empty(), "nothing inside it either");
+}
+
+#[test]
+fn boolean_variables_take_1_0_yes_no_and_refuse_anything_else() {
+    use std::{
+        io::BufRead,
+        process::{Command, Stdio},
+    };
+
+    let run = |value: &str, extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(BINARY);
+        command
+            .env("SWARMNODE_NO_MDNS", value)
+            .args([
+                "run",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .args(extra);
+        (command, dir)
+    };
+    // mDNS must stay off in these tests: only the values that turn it off start a node.
+    for value in ["1", "yes", "TRUE"] {
+        let (mut command, _dir) = run(value, &[]);
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        let diagnosis = swarmnode(&["diagnose", "--json", "--api", address["address"].as_str().unwrap()]);
+        let _ = child.kill();
+        let _ = child.wait();
+        let diagnosis: serde_json::Value = serde_json::from_slice(&diagnosis.stdout).unwrap();
+        assert_eq!(diagnosis["mdns_enabled"], false, "SWARMNODE_NO_MDNS={value}");
+    }
+    // The others are accepted too: the node then stops at a later, deliberate error (a 0 s heartbeat), before any
+    // network traffic.
+    for value in ["0", "false", "No", "off"] {
+        let (mut command, _dir) = run(value, &["--heartbeat", "0s"]);
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains("invalid --heartbeat") && !stderr.contains("no-mdns"),
+            "{value}: {stderr}"
+        );
+    }
+    let (mut command, _dir) = run("maybe", &[]);
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'maybe'") && stderr.contains("--no-mdns"), "{stderr}");
 }

@@ -9,6 +9,7 @@ mod api;
 mod api_guard;
 mod api_limits;
 mod batching;
+mod bounds;
 mod cli;
 mod event_budget;
 mod forgetting;
