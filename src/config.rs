@@ -408,6 +408,7 @@ mod tests {
         assert_eq!(config.inbound_handshake_timeout(), *bounds::HANDSHAKE_TIMEOUT.end());
         config.handshake_timeout = Some(Duration::from_millis(300));
         assert_eq!(config.inbound_handshake_timeout(), Duration::from_millis(300));
+        config.dial_timeout = Duration::from_secs(10);
         assert_eq!(config.validate(), Ok(()));
     }
 
