@@ -172,7 +172,7 @@ fn client_commands_drive_a_running_node() {
     assert!(ok && out.contains("routing table"), "{out}");
     let (ok, out, _) = client(&api, &["disconnect", other.peer_id()]);
     assert!(ok);
-    assert_eq!(out, format!("disconnected {}\n", other.peer_id()));
+    assert_eq!(out, format!("disconnected {}; blocked for 10m\n", other.peer_id()));
     let (ok, _, err) = client(&api, &["disconnect", "nonsense"]);
     assert!(!ok && err.contains("not a peer id"), "{err}");
 }
