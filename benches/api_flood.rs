@@ -117,8 +117,9 @@ struct Reading {
     metrics: Option<u64>,
 }
 
-/// The junk flood against one receiver; returns how many answers came back.
-fn junk(port: u16) -> usize {
+/// The junk flood against one receiver, every request's method unique within the run (`round` tells the rounds
+/// apart); returns how many answers came back.
+fn junk(port: u16, round: usize) -> usize {
     let method = format!("M{}", "X".repeat(4000));
     let senders: Vec<_> = (0..JUNK_CONNECTIONS)
         .map(|connection| {
@@ -135,8 +136,9 @@ fn junk(port: u16) -> usize {
                     String::from_utf8_lossy(&text).matches("HTTP/1.1 ").count()
                 });
                 for i in 0..JUNK_PER_CONNECTION {
-                    let request =
-                        format!("{method}{i} /x/{connection}/{i} HTTP/1.1\r\nHost: h{connection}-{i}.example\r\n\r\n");
+                    let request = format!(
+                        "{method}{round}x{connection}x{i} /x/{connection}/{i} HTTP/1.1\r\nHost: h{connection}-{i}.example\r\n\r\n"
+                    );
                     if stream.write_all(request.as_bytes()).is_err() {
                         break;
                     }
@@ -169,7 +171,7 @@ fn run(binaries: [&str; 2], baseline_first: bool) -> [Vec<Reading>; 2] {
     let mut readings: [Vec<Reading>; 2] = [vec![receivers[0].reading()], vec![receivers[1].reading()]];
     for round in 0..2 {
         for &i in &order {
-            let answered = junk(receivers[i].api_port);
+            let answered = junk(receivers[i].api_port, round);
             println!("  {} junk round {round}: {answered} answers", binaries[i]);
             readings[i].push(receivers[i].reading());
         }

@@ -536,7 +536,10 @@ mod tests {
         assert_eq!(bans.reason(&peer), Some("gossip score"));
         assert!(bans.expire(start + minute * 9).is_empty());
         assert_eq!(bans.expire(start + minute * 10), vec![peer]);
-        assert_eq!(bans.ban_for(peer, "operator".into(), start, Duration::MAX), Duration::MAX);
+        assert_eq!(
+            bans.ban_for(peer, "operator".into(), start, Duration::MAX),
+            Duration::MAX
+        );
         assert!(bans.expire(start + minute * 60 * 24 * 365).is_empty());
     }
 
