@@ -11,6 +11,8 @@
 //!
 //! Run through `scripts/bench-api-flood.sh RUNS BASELINE` (release build, loopback, mDNS off).
 
+mod host;
+
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpStream},
@@ -19,19 +21,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use host::{free_port, status_kib};
+
 const TOKEN: &str = "bench-token";
 const JUNK_CONNECTIONS: usize = 8;
 const JUNK_PER_CONNECTION: usize = 2_500;
 const HELD: usize = 2_000;
 const HOLD: Duration = Duration::from_secs(15);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A receiver: `BINARY run` with its API behind a token; killed when dropped.
 struct Receiver {
@@ -71,14 +67,6 @@ impl Receiver {
         receiver
     }
 
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            .unwrap_or(0)
-    }
-
     /// The size of `/metrics` read with the token, if the API answers.
     fn metrics_bytes(&self) -> Option<u64> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.api_port)).ok()?;
@@ -97,7 +85,7 @@ impl Receiver {
 
     fn reading(&self) -> Reading {
         Reading {
-            rss_kib: self.rss_kib(),
+            rss_kib: status_kib(self.child.id(), "VmRSS:"),
             metrics: self.metrics_bytes(),
         }
     }

@@ -13,12 +13,16 @@
 //!
 //! Run through `scripts/bench-churn.sh [PEERS] [CONCURRENT] [BASELINE_BINARY]` (defaults 3000 and 50, no baseline).
 
+mod host;
+
 use std::{
     collections::BTreeMap,
     io::Write,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use host::{free_port, status_kib};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_swarmnode");
 /// How long each peer lives, from start to its end: with 50 alive, about 17 peers start (and as many end) a second,
@@ -40,20 +44,6 @@ struct Peer {
     started: Instant,
     published: bool,
     kill: bool,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("bound").port()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The hub's table sizes and peers by state, from its Prometheus text.
@@ -165,7 +155,7 @@ impl Hub {
     }
 
     async fn read(&self, client: &reqwest::Client) -> (u64, BTreeMap<String, i64>) {
-        (rss_kib(self.child.id()), tables(client, &self.api).await)
+        (status_kib(self.child.id(), "VmRSS:"), tables(client, &self.api).await)
     }
 
     async fn sample(&mut self, client: &reqwest::Client) {

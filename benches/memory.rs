@@ -15,6 +15,7 @@
 //! Run through `scripts/bench-memory.sh MODE BUDGET RUNS [MESSAGES] [BYTES]` (release build). Prints one line per
 //! run (with the deliveries and the flood's duration) and one markdown row, min / median / max MiB over the runs.
 
+mod host;
 #[path = "../tests/support/process.rs"]
 mod process;
 
@@ -27,29 +28,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use host::{free_port, status_kib};
 use process::{BINARY, NodeProcess};
 
 /// How long the flood may make no progress before the run ends with what arrived.
 const STALL: Duration = Duration::from_secs(20);
 /// When, after the last delivery, the resident memory is read again.
 const AFTER: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(65)];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `/proc/PID/status` field, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
 
 /// One metric's value from the receiver's `/metrics`, if the API answers and has it.
 fn metric(api_port: u16, name: &str) -> Option<u64> {

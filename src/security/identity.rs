@@ -225,16 +225,7 @@ impl DataDirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every name in `dir`, sorted.
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::security::secret_file::tests::names;
 
     #[test]
     fn first_start_creates_a_private_key_and_later_starts_reuse_it() {

@@ -142,12 +142,13 @@ impl Drop for TemporaryFile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
 
-    fn names(dir: &Path) -> Vec<String> {
+    /// Every name in `dir`, sorted (the identity tests use it too).
+    pub(crate) fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
