@@ -406,55 +406,54 @@ async fn topic_changes_the_node_refuses_say_why() {
     assert_eq!(status, StatusCode::OK, "room again once a topic is left");
 }
 
+/// The state and reason `GET /v1/peers` shows for `peer`, if it lists it.
+async fn peer_state(node: &ApiNode, peer: libp2p::PeerId) -> Option<(String, String)> {
+    let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
+    let entry = peers
+        .as_array()?
+        .iter()
+        .find(|p| p["peer"] == peer.to_string())?
+        .clone();
+    let text = |field: &str| entry[field].as_str().unwrap_or("").to_owned();
+    Some((text("state"), text("reason")))
+}
+
+async fn is_in_state(node: &ApiNode, peer: libp2p::PeerId, state: &str) -> bool {
+    peer_state(node, peer).await.is_some_and(|(now, _)| now == state)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_and_disconnect_a_peer_through_the_api() {
     let node = ApiNode::start(|_| {}, None).await;
     let other = TestNode::start(|_| {}).await;
-    let (status, connected) = node
-        .call(
-            Method::POST,
-            "/v1/peers",
-            Some(json!({"address": other.tcp_address.to_string()})),
-        )
-        .await;
+    let connect_other = json!({"address": other.tcp_address.to_string()});
+    let (status, connected) = node.call(Method::POST, "/v1/peers", Some(connect_other.clone())).await;
     assert_eq!(
         (status, &connected["peer"]),
         (StatusCode::OK, &json!(other.peer_id.to_string()))
     );
-    let (status, refused) = node
-        .call(
-            Method::POST,
-            "/v1/peers",
-            Some(json!({"address": "/ip4/127.0.0.1/tcp/1"})),
-        )
-        .await;
+    let nobody = json!({"address": "/ip4/127.0.0.1/tcp/1"});
+    let (status, refused) = node.call(Method::POST, "/v1/peers", Some(nobody)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "nothing listens on port 1");
     assert_eq!(error_code(&refused), "dial_failed");
 
     let path = format!("/v1/peers/{}", other.peer_id);
-    let (status, refused) = node.call(Method::DELETE, &format!("{path}?for=soon"), None).await;
-    assert_eq!(
-        (status, error_code(&refused)),
-        (StatusCode::BAD_REQUEST, "invalid_query")
-    );
-    let (status, refused) = node.call(Method::DELETE, &format!("{path}?for=31days"), None).await;
-    assert_eq!(
-        (status, error_code(&refused)),
-        (StatusCode::BAD_REQUEST, "invalid_query")
-    );
+    for bad in ["soon", "31days"] {
+        let (status, refused) = node.call(Method::DELETE, &format!("{path}?for={bad}"), None).await;
+        assert_eq!(
+            (status, error_code(&refused)),
+            (StatusCode::BAD_REQUEST, "invalid_query"),
+            "{bad}"
+        );
+    }
     let (status, answer) = node.call(Method::DELETE, &path, None).await;
     assert_eq!(
         (status, &answer["disconnected"], &answer["blocked_for_ms"]),
         (StatusCode::OK, &json!(true), &json!(600_000)),
         "blocked for the default 10 minutes"
     );
-    eventually("the peer to be removed, not redialled", || async {
-        let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
-        peers
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["peer"] == other.peer_id.to_string() && p["state"] == "removed")
+    eventually("the peer to be removed, not redialled", || {
+        is_in_state(&node, other.peer_id, "removed")
     })
     .await;
     // The disconnect sticks: the peer's own redials are refused (its handshake may finish, then the node closes the
@@ -462,56 +461,33 @@ async fn connect_and_disconnect_a_peer_through_the_api() {
     for _ in 0..5 {
         let _ = other.handle.dial(node.node.tcp_address.clone()).await;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
-        let state = peers
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["peer"] == other.peer_id.to_string())
-            .map(|p| p["state"].clone());
-        assert_eq!(state, Some(json!("removed")), "the blocked peer got back in");
+        assert!(
+            is_in_state(&node, other.peer_id, "removed").await,
+            "the blocked peer got back in"
+        );
     }
-    let (status, refused) = node
-        .call(
-            Method::POST,
-            "/v1/peers",
-            Some(json!({"address": other.tcp_address.to_string()})),
-        )
-        .await;
+    let (status, refused) = node.call(Method::POST, "/v1/peers", Some(connect_other)).await;
     assert_eq!(
         (status, error_code(&refused)),
         (StatusCode::UNPROCESSABLE_ENTITY, "connection_refused")
     );
+}
 
-    // for=0s only disconnects: the peer may come straight back.
-    let third = TestNode::start(|_| {}).await;
-    third.handle.dial(node.node.tcp_address.clone()).await.unwrap();
-    let is_active = |peer: libp2p::PeerId| {
-        let node = &node;
-        async move {
-            let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
-            peers
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["peer"] == peer.to_string() && p["state"] == "active")
-        }
-    };
-    eventually("the third peer to be active", || is_active(third.peer_id)).await;
-    let path = format!("/v1/peers/{}?for=0s", third.peer_id);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_for_0s_lets_the_peer_straight_back() {
+    let node = ApiNode::start(|_| {}, None).await;
+    let other = TestNode::start(|_| {}).await;
+    other.handle.dial(node.node.tcp_address.clone()).await.unwrap();
+    eventually("the peer to be active", || is_in_state(&node, other.peer_id, "active")).await;
+    let path = format!("/v1/peers/{}?for=0s", other.peer_id);
     let (status, answer) = node.call(Method::DELETE, &path, None).await;
     assert_eq!((status, &answer["blocked_for_ms"]), (StatusCode::OK, &json!(0)));
-    eventually("the unblocked peer to be removed", || async {
-        let (_, peers) = node.call(Method::GET, "/v1/peers", None).await;
-        peers.as_array().unwrap().iter().any(|p| {
-            p["peer"] == third.peer_id.to_string()
-                && p["state"] == "removed"
-                && p["reason"] == "disconnected by operator"
-        })
+    eventually("the peer to be removed by the operator", || async {
+        peer_state(&node, other.peer_id).await == Some(("removed".to_owned(), "disconnected by operator".to_owned()))
     })
     .await;
-    third.handle.dial(node.node.tcp_address.clone()).await.unwrap();
-    eventually("the unblocked peer to be back", || is_active(third.peer_id)).await;
+    other.handle.dial(node.node.tcp_address.clone()).await.unwrap();
+    eventually("the peer to be back", || is_in_state(&node, other.peer_id, "active")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
