@@ -370,9 +370,10 @@ pub struct ApiLimitArgs {
     /// API connections served at once; one more is answered 503 with Retry-After and closed.
     #[arg(long, env = "SWARMNODE_API_MAX_CONNECTIONS", default_value_t = 128)]
     pub api_max_connections: usize,
-    /// Event streams (GET /v1/events) open at once; one more is answered 503 with Retry-After.
-    #[arg(long, env = "SWARMNODE_API_MAX_EVENT_STREAMS", default_value_t = 32)]
-    pub api_max_event_streams: usize,
+    /// Event streams (GET /v1/events) open at once; one more is answered 503 with Retry-After [default: 32, or
+    /// --api-max-connections when that is lower].
+    #[arg(long, env = "SWARMNODE_API_MAX_EVENT_STREAMS")]
+    pub api_max_event_streams: Option<usize>,
     /// Longest a connection may take to send a whole request head; also how long an idle keep-alive connection
     /// stays open.
     #[arg(long, env = "SWARMNODE_API_HEADER_TIMEOUT", default_value = "10s", value_parser = config::parse_duration)]
@@ -393,9 +394,12 @@ pub struct ApiLimitArgs {
 
 impl ApiLimitArgs {
     pub fn to_limits(&self) -> crate::api::limits::ApiLimits {
+        let defaults = crate::api::limits::ApiLimits::default();
         crate::api::limits::ApiLimits {
             max_connections: self.api_max_connections,
-            max_event_streams: self.api_max_event_streams,
+            max_event_streams: self
+                .api_max_event_streams
+                .unwrap_or(defaults.max_event_streams.min(self.api_max_connections)),
             header_timeout: self.api_header_timeout,
             body_timeout: self.api_body_timeout,
             request_timeout: self.api_request_timeout,

@@ -274,6 +274,12 @@ mod tests {
         assert!(defaults.mdns);
         let api_defaults = run_args(&[]).api_limits.to_limits();
         assert_eq!(api_defaults, crate::api::limits::ApiLimits::default());
+        let few = run_args(&["--api-max-connections", "2"]).api_limits.to_limits();
+        assert_eq!(
+            (few.max_connections, few.max_event_streams),
+            (2, 2),
+            "the stream cap follows a lower cap"
+        );
 
         let config = run_args(&[
             "--data-dir",
