@@ -8,7 +8,7 @@ use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr, time::Duration
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr::Protocol};
 
-pub use topic::{check_topic, is_invisible_format};
+pub use topic::{INVISIBLE_FORMAT, check_topic, is_invisible_format};
 
 use crate::{files, policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
 

@@ -4,6 +4,8 @@
 //! disagree on a field.
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::INVISIBLE_FORMAT;
 use utoipa::{
     PartialSchema, ToSchema,
     openapi::{ObjectBuilder, RefOr, Schema, Type},
@@ -53,9 +55,9 @@ pub struct TopicChange {
     pub subscribed: bool,
 }
 
-/// A topic name, in a path or a body. The node checks the rule (1 to 256 bytes of UTF-8 without control characters);
-/// JSON Schema counts characters, not bytes, so the schema promises the 64 characters that always fit (a character is
-/// at most 4 bytes). Longer ASCII names work too.
+/// A topic name, in a path or a body. The node checks the rule (1 to 256 bytes of UTF-8 without control characters
+/// or invisible formatting characters); JSON Schema counts characters, not bytes, so the schema promises the 64
+/// characters that always fit (a character is at most 4 bytes). Longer ASCII names work too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TopicName(pub String);
@@ -66,13 +68,31 @@ impl PartialSchema for TopicName {
             .schema_type(Type::String)
             .min_length(Some(1))
             .max_length(Some(64))
-            .pattern(Some("^[^\\u0000-\\u001F\\u007F-\\u009F]+$"))
-            .description(Some("1-256 bytes of UTF-8, no control characters"))
+            .pattern(Some(topic_pattern()))
+            .description(Some(
+                "1-256 bytes of UTF-8, no control characters and no invisible formatting characters (Unicode \
+                 category Cf, line and paragraph separators)",
+            ))
             .into()
     }
 }
 
 impl ToSchema for TopicName {}
+
+/// The topic rule as a pattern: anything but control characters and the characters of
+/// `config::topic::INVISIBLE_FORMAT`, written as themselves (a regex dialect may not know `\u{…}` escapes above
+/// U+FFFF).
+fn topic_pattern() -> String {
+    let mut class = String::from("\\u0000-\\u001F\\u007F-\\u009F");
+    for &(first, last) in INVISIBLE_FORMAT {
+        class.push(first);
+        if last != first {
+            class.push('-');
+            class.push(last);
+        }
+    }
+    format!("^[^{class}]+$")
+}
 
 /// `POST /v1/publish`: exactly one of `data` (text) and `data_base64` (bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
