@@ -26,6 +26,8 @@ use crate::metrics::Metrics;
 /// Most bytes hyper buffers per connection, each way: room for a request head and then some (a body streams
 /// through it in chunks).
 const CONNECTION_BUFFER: usize = 64 << 10;
+/// Longest request head (request line and headers); a longer one is answered 431 and the connection closed.
+const MAX_REQUEST_HEAD: usize = 32 << 10;
 /// Connections over the cap being answered 503 at once; past it they are closed without an answer.
 const MAX_REFUSING: usize = 32;
 /// How long a refused connection is given to send its request and read the 503.
@@ -84,6 +86,7 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: &ApiLimits) {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(CONNECTION_BUFFER)
+        .max_header_size(MAX_REQUEST_HEAD)
         .serve_connection(io, service)
         .await;
     if let Err(e) = served {

@@ -216,3 +216,25 @@ async fn every_error_is_one_short_json_shape() {
         assert!(message.len() <= 600, "{shown}: a {}-byte message", message.len());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_32_kib_is_refused_431_and_the_api_serves_on() {
+    let api = LimitedApi::start(None, ApiLimits::default()).await;
+    let huge = format!(
+        "GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {}\r\n\r\n",
+        "a".repeat(40 << 10)
+    );
+    let refused = exchange(&api, huge.as_bytes()).await;
+    assert_eq!(
+        refused.statuses(),
+        [431],
+        "{}",
+        &refused.text[..refused.text.len().min(200)]
+    );
+    assert!(refused.closed_after.is_some(), "the connection is closed");
+    let fits = format!(
+        "GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(16 << 10)
+    );
+    assert_eq!(exchange(&api, fits.as_bytes()).await.statuses(), [200]);
+}
