@@ -43,6 +43,7 @@ pub struct Connected {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Disconnected {
     pub peer: String,
+    /// Whether it was connected (false: it was waiting to be redialled, and is now blocked).
     pub disconnected: bool,
     /// How long the peer may not connect, either way (0: it may reconnect at once).
     pub blocked_for_ms: u64,

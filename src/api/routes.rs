@@ -102,7 +102,8 @@ pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<Conne
         (status = 400, description = "invalid_peer_id, invalid_query: not a peer id, or a `for` that is not a \
             duration of at most 30days", body = ErrorBody),
         (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
-        (status = 404, description = "not_connected: the peer is not connected", body = ErrorBody),
+        (status = 404, description = "not_connected: the peer is not connected (and, with a block, not waiting to \
+            be redialled either)", body = ErrorBody),
         (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
     ))]
 pub async fn disconnect(
@@ -129,10 +130,10 @@ pub async fn disconnect(
     let id: PeerId = peer
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_peer_id", format!("{} is not a peer id: {e}", shorten(&peer))))?;
-    state.handle.disconnect(id, block_for).await?;
+    let was_connected = state.handle.disconnect(id, block_for).await?;
     Ok(Json(Disconnected {
         peer,
-        disconnected: true,
+        disconnected: was_connected,
         blocked_for_ms: u64::try_from(block_for.as_millis()).unwrap_or(u64::MAX),
     }))
 }

@@ -178,13 +178,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 .request(Method::DELETE, &path)
                 .query(&[("for", humantime::format_duration(block_for).to_string())]);
             let answer: Answer<Disconnected> = api.call(request).await?;
-            print(&client, &answer, |gone| match gone.blocked_for_ms {
-                0 => format!("disconnected {}\n", gone.peer),
-                ms => format!(
-                    "disconnected {}; blocked for {}\n",
-                    gone.peer,
-                    humantime::format_duration(std::time::Duration::from_millis(ms))
-                ),
+            print(&client, &answer, |gone| {
+                let blocked = humantime::format_duration(std::time::Duration::from_millis(gone.blocked_for_ms));
+                match (gone.disconnected, gone.blocked_for_ms) {
+                    (true, 0) => format!("disconnected {}\n", gone.peer),
+                    (true, _) => format!("disconnected {}; blocked for {blocked}\n", gone.peer),
+                    (false, _) => format!("{} was not connected; blocked for {blocked}\n", gone.peer),
+                }
             })
         }
         Command::Publish {

@@ -210,6 +210,10 @@ impl EventLoop {
 
     /// Disconnects `peer` and blocks it, both ways, for `duration` (or longer, if it is already banned for longer).
     pub(super) fn ban_for(&mut self, peer: PeerId, cause: &'static str, reason: String, duration: Duration) {
+        if let Some(lifted) = self.bans.make_room_for(&peer) {
+            self.swarm.behaviour_mut().bans.unblock_peer(lifted);
+            tracing::debug!(%lifted, "ban lifted early: the ban table is full");
+        }
         let duration = self.bans.ban_for(peer, reason.clone(), Instant::now(), duration);
         self.metrics.bans.get_or_create(&ReasonLabel { reason: cause }).inc();
         if let Some(membership) = self.membership.as_mut() {

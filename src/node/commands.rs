@@ -20,6 +20,7 @@ use crate::{
     config::{bare_peer_id, check_topic},
     policy::{
         dials::LookupStep,
+        liveness::PeerState,
         publish::{Flush, Prepared, Publish, PublishRefusal},
     },
     time::now_unix_ms,
@@ -61,21 +62,29 @@ impl EventLoop {
             }
             Command::Disconnect { peer, block_for, reply } => {
                 let connected = self.swarm.is_connected(&peer);
-                if connected && block_for.is_zero() {
+                // A peer between redials is blocked too (that is what stops our redials), but only with a block:
+                // disconnecting a peer that is not connected is otherwise nothing to do.
+                let redialling = self.peers.get(&peer).is_some_and(|entry| {
+                    matches!(
+                        entry.state,
+                        PeerState::New | PeerState::Disconnected | PeerState::Reconnecting
+                    )
+                });
+                let answer = if block_for.is_zero() && connected {
                     let decisions = self.peers.dismissed(peer, "disconnected by operator");
                     self.apply(decisions);
-                } else if connected {
+                    Ok(true)
+                } else if !block_for.is_zero() && (connected || redialling) {
                     let reason = format!(
                         "disconnected by the operator, blocked for {}",
                         humantime::format_duration(block_for)
                     );
                     self.ban_for(peer, "operator", reason, block_for);
-                }
-                let _ = reply.send(if connected {
-                    Ok(())
+                    Ok(connected)
                 } else {
                     Err(NodeError::NotConnected { peer })
-                });
+                };
+                let _ = reply.send(answer);
             }
             Command::Unsubscribe { topic, reply } => {
                 let result = check_topic(&topic).map_err(NodeError::invalid_topic).and_then(|()| {

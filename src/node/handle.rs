@@ -43,11 +43,12 @@ pub(crate) enum Command {
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
-    /// Closes every connection to `peer`, and refuses it for `block_for` (none when zero).
+    /// Closes every connection to `peer`, and refuses it for `block_for` (none when zero); answers whether it was
+    /// connected.
     Disconnect {
         peer: PeerId,
         block_for: Duration,
-        reply: Reply<()>,
+        reply: Reply<bool>,
     },
     /// Leaves `topic`.
     Unsubscribe {
@@ -123,9 +124,10 @@ impl NodeHandle {
 
     /// Closes every connection to `peer`. Our own decision, so the peer is `removed`, not redialled. With a
     /// nonzero `block_for` it is also banned that long: neither side may connect until then, so the disconnect
-    /// sticks; with zero, it may connect again at once (or be redialled when discovered again). `NotConnected` when
-    /// it was not connected.
-    pub async fn disconnect(&self, peer: PeerId, block_for: Duration) -> Result<(), NodeError> {
+    /// sticks — also for a peer that is not connected but waiting to be (re)dialled. With zero, it may connect again
+    /// at once (or be redialled when discovered again). Answers whether it was connected; `NotConnected` when there
+    /// was nothing to do.
+    pub async fn disconnect(&self, peer: PeerId, block_for: Duration) -> Result<bool, NodeError> {
         self.ask(|reply| Command::Disconnect { peer, block_for, reply }).await?
     }
 

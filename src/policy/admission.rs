@@ -262,7 +262,12 @@ impl Admissions {
     }
 }
 
-/// Peers refused for a while, and why.
+/// Most peers banned at once. Peer ids cost nothing to make, so a peer that fails admission with a new key each time
+/// could otherwise grow the table (and libp2p's block list beside it) for as long as `--ban-duration`; past the cap
+/// the ban that would end soonest makes room.
+pub const MAX_BANS: usize = 10_000;
+
+/// Peers refused for a while, and why; at most `MAX_BANS` of them.
 #[derive(Debug)]
 pub struct Bans {
     duration: Duration,
@@ -275,6 +280,21 @@ impl Bans {
             duration,
             until: HashMap::new(),
         }
+    }
+
+    /// Before banning `peer`: when the table is full and `peer` is not in it, lifts the ban that would end soonest and
+    /// returns that peer (to unblock it).
+    pub fn make_room_for(&mut self, peer: &PeerId) -> Option<PeerId> {
+        if self.until.len() < MAX_BANS || self.until.contains_key(peer) {
+            return None;
+        }
+        let soonest = self
+            .until
+            .iter()
+            .min_by_key(|(_, (until, _))| *until)
+            .map(|(peer, _)| *peer)?;
+        self.until.remove(&soonest);
+        Some(soonest)
     }
 
     /// Bans `peer` from `now` for the configured duration (extending a ban it is under). Returns how long.
@@ -519,6 +539,28 @@ mod tests {
         assert!(bans.expire(start + minute).is_empty());
         assert_eq!(bans.expire(start + minute * 3 / 2), vec![peer]);
         assert_eq!(bans.reason(&peer), None);
+    }
+
+    #[test]
+    fn a_flood_of_banned_peers_stays_within_the_cap_and_the_soonest_ban_makes_room() {
+        let start = Instant::now();
+        let mut bans = Bans::new(Duration::from_secs(60));
+        let first = PeerId::random();
+        bans.ban_for(first, "short".into(), start, Duration::from_secs(1));
+        let mut evicted = Vec::new();
+        for _ in 0..MAX_BANS + 50 {
+            let peer = PeerId::random();
+            evicted.extend(bans.make_room_for(&peer));
+            bans.ban(peer, "admission".into(), start);
+            assert!(bans.len() <= MAX_BANS);
+        }
+        assert_eq!(bans.len(), MAX_BANS);
+        assert_eq!(evicted.len(), 51);
+        assert_eq!(evicted[0], first, "the ban ending soonest goes first");
+        let banned = PeerId::random();
+        bans.make_room_for(&banned);
+        bans.ban(banned, "again".into(), start);
+        assert_eq!(bans.make_room_for(&banned), None, "a peer already banned needs no room");
     }
 
     #[test]

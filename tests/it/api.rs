@@ -570,3 +570,45 @@ async fn every_documented_route_answers() {
         assert!(!status.is_server_error(), "{method} {path}: {status} {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_disconnect_also_stops_the_redials_of_a_peer_that_dropped() {
+    let node = ApiNode::start(|_| {}, None).await;
+    let mut other = TestNode::start(|_| {}).await;
+    let connect = json!({"address": other.tcp_address.to_string()});
+    let (status, _) = node.call(Method::POST, "/v1/peers", Some(connect)).await;
+    assert_eq!(status, StatusCode::OK);
+    other.stop().await;
+    eventually("the dropped peer to be redialled", || async {
+        matches!(
+            peer_state(&node, other.peer_id).await,
+            Some((state, _)) if state == "disconnected" || state == "reconnecting"
+        )
+    })
+    .await;
+    let (status, answer) = node
+        .call(Method::DELETE, &format!("/v1/peers/{}", other.peer_id), None)
+        .await;
+    assert_eq!(
+        (status, &answer["disconnected"], &answer["blocked_for_ms"]),
+        (StatusCode::OK, &json!(false), &json!(600_000)),
+        "{answer}"
+    );
+    eventually("the peer to be removed", || {
+        is_in_state(&node, other.peer_id, "removed")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        is_in_state(&node, other.peer_id, "removed").await,
+        "no redials after the block"
+    );
+    let (status, _) = node
+        .call(
+            Method::DELETE,
+            &format!("/v1/peers/{}?for=0s", libp2p::PeerId::random()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an unknown peer is still not_connected");
+}
