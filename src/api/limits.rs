@@ -15,6 +15,8 @@ use crate::config::{
 pub struct ApiLimits {
     /// Connections served at once; one more is answered 503 with `Retry-After` and closed.
     pub max_connections: usize,
+    /// Connections served at once to one source address; one more is answered 503 with `Retry-After` and closed.
+    pub max_connections_per_ip: usize,
     /// `GET /v1/events` streams open at once; one more is answered 503 with `Retry-After`.
     pub max_event_streams: usize,
     /// Longest a connection may take to send a whole request head: a new connection, one that sends half a request
@@ -38,6 +40,7 @@ impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
             max_connections: 128,
+            max_connections_per_ip: 32,
             max_event_streams: 32,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -60,6 +63,11 @@ impl ApiLimits {
     pub fn validate(&self) -> Result<(), ConfigError> {
         count("api-max-connections", self.max_connections, MAX_CONNECTIONS)?;
         count(
+            "api-max-connections-per-ip",
+            self.max_connections_per_ip,
+            1..=self.max_connections,
+        )?;
+        count(
             "api-max-event-streams",
             self.max_event_streams,
             1..=self.max_connections,
@@ -80,7 +88,10 @@ mod tests {
     fn defaults_are_valid_and_each_bound_names_its_flag() {
         assert!(ApiLimits::default().validate().is_ok());
         type Breakage = fn(&mut ApiLimits);
-        let cases: [(&str, Breakage); 9] = [
+        let cases: [(&str, Breakage); 10] = [
+            ("--api-max-connections-per-ip", |l| {
+                l.max_connections_per_ip = l.max_connections + 1
+            }),
             ("--api-max-connections", |l| l.max_connections = 0),
             ("--api-max-connections", |l| {
                 l.max_connections = MAX_CONNECTIONS.end() + 1

@@ -1,10 +1,12 @@
 //! Serving the router over HTTP/1.1 with every connection bounded. hyper does the protocol, with its header-read
 //! timeout (which also closes idle keep-alive connections) and a small buffer limit; `tokio-io-timeout` closes a
-//! connection whose writes stall (a client that stops reading); a semaphore caps the connections served at once.
-//! A connection over the cap gets an immediate 503 with `Retry-After` and is closed, so it costs nothing while
-//! waiting and never hangs; those answers are themselves capped, and past that a connection is just closed.
+//! connection whose writes stall (a client that stops reading); a semaphore and a count per source address cap the
+//! connections served at once, in all and per address. A connection over a cap gets an immediate 503
+//! with `Retry-After` and is closed, so it costs nothing while waiting and never hangs; those answers are themselves
+//! capped, and past that a connection is just closed. Each accepted socket also gets `TCP_USER_TIMEOUT` (the write
+//! timeout), so a client that vanished without a FIN or RST is dropped as soon as unacknowledged data waits that long.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -21,7 +23,7 @@ use tokio::{
 use tokio_io_timeout::TimeoutStream;
 
 use super::limits::ApiLimits;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReasonLabel};
 
 /// Most bytes hyper buffers per connection, each way: room for a request head and then some (a body streams
 /// through it in chunks).
@@ -39,45 +41,105 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub async fn serve(listener: TcpListener, app: Router, limits: ApiLimits, metrics: Metrics) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
-    let mut tasks = JoinSet::new();
+    // Connections served per source address; a task serving one answers its address when it ends.
+    let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
+    let mut tasks: JoinSet<Option<IpAddr>> = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            Some(_) = tasks.join_next() => continue,
+            Some(ended) = tasks.join_next() => {
+                if let Ok(Some(address)) = ended {
+                    release(&mut per_address, address);
+                }
+                continue;
+            }
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, address) = match accepted {
+            Ok((stream, from)) => (stream, from.ip()),
             Err(e) => {
                 tracing::warn!("API accept error: {e}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        match connections.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let app = app.clone();
-                tasks.spawn(async move {
-                    serve_connection(stream, app, &limits).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                metrics
-                    .api_refused
-                    .get_or_create(&crate::metrics::ReasonLabel { reason: "connections" })
-                    .inc();
-                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+        let from_address = per_address.get(&address).copied().unwrap_or(0);
+        let refusal = if from_address >= limits.max_connections_per_ip {
+            Some(Refusal::PerAddress(limits.max_connections_per_ip))
+        } else {
+            match connections.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    per_address.insert(address, from_address + 1);
+                    let app = app.clone();
                     tasks.spawn(async move {
-                        refuse(stream, limits.max_connections).await;
+                        serve_connection(stream, app, &limits).await;
                         drop(permit);
+                        Some(address)
                     });
+                    continue;
                 }
+                Err(_) => Some(Refusal::Total(limits.max_connections)),
+            }
+        };
+        if let Some(refusal) = refusal {
+            metrics
+                .api_refused
+                .get_or_create(&ReasonLabel {
+                    reason: refusal.reason(),
+                })
+                .inc();
+            if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                tasks.spawn(async move {
+                    refuse(stream, refusal).await;
+                    drop(permit);
+                    None
+                });
             }
         }
     }
 }
 
+fn release(per_address: &mut HashMap<IpAddr, usize>, address: IpAddr) {
+    if let Some(count) = per_address.get_mut(&address) {
+        *count -= 1;
+        if *count == 0 {
+            per_address.remove(&address);
+        }
+    }
+}
+
+/// Why a connection is not served.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// `--api-max-connections` are served.
+    Total(usize),
+    /// `--api-max-connections-per-ip` are served to its address.
+    PerAddress(usize),
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::Total(_) => "connections",
+            Refusal::PerAddress(_) => "connections_per_ip",
+        }
+    }
+
+    fn message(self) -> String {
+        match self {
+            Refusal::Total(cap) => {
+                format!("the API serves at most {cap} connections at once (--api-max-connections); retry shortly")
+            }
+            Refusal::PerAddress(cap) => format!(
+                "the API serves at most {cap} connections at once to one address (--api-max-connections-per-ip); \
+                 retry shortly"
+            ),
+        }
+    }
+}
+
 async fn serve_connection(stream: TcpStream, app: Router, limits: &ApiLimits) {
+    // Best effort: without it a vanished client is still dropped, by the kernel's retransmission limit.
+    let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(limits.write_timeout));
     let mut stream = TimeoutStream::new(stream);
     stream.set_write_timeout(Some(limits.write_timeout));
     let io = TokioIo::new(Box::pin(stream));
@@ -94,12 +156,11 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: &ApiLimits) {
     }
 }
 
-/// Answers a connection over the cap: reads what it sent within a moment (so closing does not reset the connection
-/// before the client reads the answer), writes a 503 and closes.
-async fn refuse(mut stream: TcpStream, cap: usize) {
-    let body = format!(
-        r#"{{"error":{{"code":"too_many_connections","message":"the API serves at most {cap} connections at once (--api-max-connections); retry shortly"}}}}"#
-    );
+/// Answers a connection over a cap: reads what it sends for a moment (so closing does not reset the connection
+/// before the client reads the answer), writes a 503, closes its side and drains the rest until the client closes or
+/// the moment is over.
+async fn refuse(mut stream: TcpStream, refusal: Refusal) {
+    let body = serde_json::json!({"error": {"code": "too_many_connections", "message": refusal.message()}}).to_string();
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -109,7 +170,9 @@ async fn refuse(mut stream: TcpStream, cap: usize) {
         let mut request = [0u8; 4096];
         let _ = tokio::time::timeout(REFUSAL_TIME / 4, stream.read(&mut request)).await;
         stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        while stream.read(&mut request).await? > 0 {}
+        Ok::<(), std::io::Error>(())
     };
     let _ = tokio::time::timeout(REFUSAL_TIME, exchange).await;
 }

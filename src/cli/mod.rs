@@ -370,6 +370,10 @@ pub struct ApiLimitArgs {
     /// API connections served at once; one more is answered 503 with Retry-After and closed.
     #[arg(long, env = "SWARMNODE_API_MAX_CONNECTIONS", default_value_t = 128)]
     pub api_max_connections: usize,
+    /// API connections served at once to one source address; one more is answered 503 with Retry-After and closed
+    /// [default: 32, or --api-max-connections when that is lower].
+    #[arg(long, env = "SWARMNODE_API_MAX_CONNECTIONS_PER_IP")]
+    pub api_max_connections_per_ip: Option<usize>,
     /// Event streams (GET /v1/events) open at once; one more is answered 503 with Retry-After [default: 32, or
     /// --api-max-connections when that is lower].
     #[arg(long, env = "SWARMNODE_API_MAX_EVENT_STREAMS")]
@@ -397,6 +401,9 @@ impl ApiLimitArgs {
         let defaults = crate::api::limits::ApiLimits::default();
         crate::api::limits::ApiLimits {
             max_connections: self.api_max_connections,
+            max_connections_per_ip: self
+                .api_max_connections_per_ip
+                .unwrap_or(defaults.max_connections_per_ip.min(self.api_max_connections)),
             max_event_streams: self
                 .api_max_event_streams
                 .unwrap_or(defaults.max_event_streams.min(self.api_max_connections)),

@@ -276,9 +276,9 @@ mod tests {
         assert_eq!(api_defaults, crate::api::limits::ApiLimits::default());
         let few = run_args(&["--api-max-connections", "2"]).api_limits.to_limits();
         assert_eq!(
-            (few.max_connections, few.max_event_streams),
-            (2, 2),
-            "the stream cap follows a lower cap"
+            (few.max_connections, few.max_connections_per_ip, few.max_event_streams),
+            (2, 2, 2),
+            "the per-address and stream caps follow a lower connection cap"
         );
 
         let config = run_args(&[

@@ -126,6 +126,39 @@ async fn a_connection_over_the_cap_gets_503_with_retry_after_at_once_and_the_slo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_its_share_of_connections_does_not_keep_another_out() {
+    let limits = ApiLimits {
+        max_connections_per_ip: 2,
+        ..ApiLimits::default()
+    };
+    let api = LimitedApi::start(None, limits).await;
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut holder = api.connect().await;
+        holder.write_all(b"GET /v1/node HTTP/1.1\r\n").await.unwrap();
+        holders.push(holder);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let over = exchange(&api, b"GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert_eq!(over.statuses(), [503], "{}", over.text);
+    let message = last_json(&over.text)["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(message.contains("--api-max-connections-per-ip"), "{message}");
+    // Another address (Linux routes all of 127.0.0.0/8 to loopback) is still served.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(api.api.address).await.unwrap();
+    other
+        .write_all(b"GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_until_closed(&mut other, DEADLINE).await.statuses(), [200]);
+    drop(holders);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_over_the_cap_get_503_and_a_closed_stream_frees_its_slot() {
     let limits = ApiLimits {
         max_event_streams: 2,
