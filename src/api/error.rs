@@ -71,6 +71,12 @@ pub fn shorten(input: &str) -> String {
     format!("{:?}", cut(input, MAX_ECHO))
 }
 
+/// Another library's description of bad input (a parser's error, a rejection), which may quote the input: at most
+/// twice `MAX_ECHO` bytes of it.
+pub fn limit_quoted(description: &str) -> String {
+    cut(description, 2 * MAX_ECHO)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -110,19 +116,22 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
-    let text = axum::body::to_bytes(response.into_body(), MAX_FOREIGN_BODY)
+    let (parts, body) = response.into_parts();
+    let headers = parts.headers;
+    let text = axum::body::to_bytes(body, MAX_FOREIGN_BODY)
         .await
         .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
         .unwrap_or_default();
     let message = if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
-        text
+        limit_quoted(&text)
     };
     let mut reshaped = ApiError::new(status, code_of(status), message).into_response();
-    if let Some(retry_after) = retry_after {
-        reshaped.headers_mut().insert(header::RETRY_AFTER, retry_after);
+    for (name, value) in &headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            reshaped.headers_mut().insert(name, value.clone());
+        }
     }
     reshaped
 }
@@ -184,13 +193,13 @@ impl From<JsonRejection> for ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             _ => (StatusCode::BAD_REQUEST, "invalid_json"),
         };
-        ApiError::new(status, code, rejection.body_text())
+        ApiError::new(status, code, limit_quoted(&rejection.body_text()))
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::bad_request("invalid_query", rejection.body_text())
+        ApiError::bad_request("invalid_query", limit_quoted(&rejection.body_text()))
     }
 }
 

@@ -20,7 +20,7 @@ use axum::{
     Router,
     body::Body,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::{Method, StatusCode},
+    http::{HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -153,7 +153,7 @@ async fn method_not_allowed() -> ApiError {
 /// Refuses, before any route runs, what `guard` refuses (no token, a foreign `Host`, a cross-origin change), counting
 /// it by reason only; wraps the body in the body timeout.
 async fn guard_request(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if let Err(refusal) = guard::check(request.method(), request.headers(), state.token.as_deref()) {
+    if let Err(refusal) = guard::check(request.headers(), state.token.as_deref()) {
         state
             .handle
             .metrics()
@@ -172,10 +172,17 @@ async fn guard_request(State(state): State<ApiState>, request: Request, next: Ne
             ),
             guard::Refusal::CrossOrigin => (
                 StatusCode::FORBIDDEN,
-                "a page of another origin cannot change this node; send the request without that Origin",
+                "a page of another origin cannot use this API; send the request without that Origin",
             ),
         };
-        return ApiError::new(status, refusal.code(), message).into_response();
+        let mut response = ApiError::new(status, refusal.code(), message).into_response();
+        let headers = response.headers_mut();
+        // A refused client gets no further use of its connection.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if refusal == guard::Refusal::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return response;
     }
     let body_timeout = state.limits.body_timeout;
     next.run(request.map(|body| Body::new(TimeoutBody::new(body_timeout, body))))

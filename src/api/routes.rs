@@ -21,7 +21,7 @@ use utoipa::IntoParams;
 use super::{
     ApiState,
     bodies::{ConnectBody, Connected, Disconnected, ErrorBody, PublishBody, TopicChange, TopicName},
-    error::{ApiError, ApiJson, shorten},
+    error::{ApiError, ApiJson, limit_quoted, shorten},
 };
 use crate::config;
 use crate::node::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo};
@@ -82,10 +82,14 @@ pub async fn peers(State(state): State<ApiState>) -> ApiResult<Vec<PeerInfo>> {
     (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
 ))]
 pub async fn connect(State(state): State<ApiState>, ApiJson(body): ApiJson<ConnectBody>) -> ApiResult<Connected> {
-    let address: Multiaddr = body.address.parse().map_err(|e| {
+    let address: Multiaddr = body.address.parse().map_err(|e: libp2p::multiaddr::Error| {
         ApiError::bad_request(
             "invalid_address",
-            format!("{} is not a multiaddr: {e}", shorten(&body.address)),
+            format!(
+                "{} is not a multiaddr: {}",
+                shorten(&body.address),
+                limit_quoted(&e.to_string())
+            ),
         )
     })?;
     let peer = state.handle.dial(address).await?;

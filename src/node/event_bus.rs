@@ -292,7 +292,8 @@ impl EventReceiver {
         let index = self.next.saturating_sub(state.oldest());
         match usize::try_from(index).ok().and_then(|index| state.queue.get(index)) {
             Some(next) => Behind {
-                events: state.next - self.next.max(state.oldest()) - 1,
+                // Counted from this receiver's next, events already dropped for it included.
+                events: state.next - self.next - 1,
                 bytes: state.total_bytes - next.end,
             },
             None => Behind::default(),

@@ -988,8 +988,8 @@ mod tests {
         let left = table.left(boot, now);
         assert_eq!(left.transitions[0].next_retry, Some(Duration::MAX));
         table.dismissed(peer, "operator");
-        let later = now + Duration::from_secs(100 * 365 * 24 * 3600);
-        assert!(table.tick(later).actions.is_empty(), "nothing is due in a century");
+        let later = now + Duration::from_secs(10 * 365 * 24 * 3600);
+        assert!(table.tick(later).actions.is_empty(), "nothing is due in a decade");
         assert_eq!(
             table.get(&peer).unwrap().state,
             PeerState::Removed,
