@@ -277,7 +277,7 @@ pub struct RunArgs {
     #[arg(long, env = "SWARMNODE_DIAL_TIMEOUT", default_value = "10s", value_parser = config::parse_duration)]
     pub dial_timeout: Duration,
     /// Longest an inbound connection may take from accept to a finished handshake (swarm key, encryption,
-    /// multiplexing); a socket that stays silent is closed after this. Shorter than --dial-timeout; at most 10m
+    /// multiplexing); a socket that stays silent is closed after this. Shorter than --dial-timeout; 50ms to 5m
     /// [default: half of --dial-timeout].
     #[arg(long, env = "SWARMNODE_HANDSHAKE_TIMEOUT", value_parser = config::parse_duration)]
     pub handshake_timeout: Option<Duration>,
