@@ -1,8 +1,8 @@
 //! API flood benchmark: what tokenless and stalled clients cost a token-protected `swarmnode run`. Two receivers run
 //! side by side, this build and a baseline build (`BASELINE` binary, e.g. the commit before the API was bounded), and
 //! each phase hits both, in alternating order, with the same traffic:
-//! 1. `junk`: 20 000 pipelined requests without the token, over 8 connections, each with a made-up 4 000-character
-//!    method and its own path and `Host` (the report's reproduction), twice;
+//! 1. `junk`: 20 000 requests without the token, from 8 threads, each on its own connection with a made-up
+//!    4 000-character method and its own path and `Host` (the report's reproduction, which pipelined them), twice;
 //! 2. `held`: 2 000 connections that send half a request line and then nothing, held 15 s, then closed.
 //!
 //! After each phase: the receiver's resident memory (`/proc/PID/status` VmRSS) and the size of its `/metrics` (read
@@ -15,7 +15,7 @@ mod host;
 
 use std::{
     io::{Read, Write},
-    net::{Shutdown, TcpStream},
+    net::TcpStream,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -24,8 +24,8 @@ use std::{
 use host::{free_port, status_kib};
 
 const TOKEN: &str = "bench-token";
-const JUNK_CONNECTIONS: usize = 8;
-const JUNK_PER_CONNECTION: usize = 2_500;
+const JUNK_SENDERS: usize = 8;
+const JUNK_PER_SENDER: usize = 2_500;
 const HELD: usize = 2_000;
 const HOLD: Duration = Duration::from_secs(15);
 
@@ -106,34 +106,30 @@ struct Reading {
 }
 
 /// The junk flood against one receiver, every request's method unique within the run (`round` tells the rounds
-/// apart); returns how many answers came back.
+/// apart), each on a connection of its own (this build closes the connection with its 401, so pipelining more gets
+/// nothing parsed); returns how many answers came back.
 fn junk(port: u16, round: usize) -> usize {
     let method = format!("M{}", "X".repeat(4000));
-    let senders: Vec<_> = (0..JUNK_CONNECTIONS)
-        .map(|connection| {
+    let senders: Vec<_> = (0..JUNK_SENDERS)
+        .map(|sender| {
             let method = method.clone();
             thread::spawn(move || {
-                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-                    return 0;
-                };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-                let mut reader = stream.try_clone().unwrap();
-                let counter = thread::spawn(move || {
-                    let mut text = Vec::new();
-                    let _ = reader.read_to_end(&mut text);
-                    String::from_utf8_lossy(&text).matches("HTTP/1.1 ").count()
-                });
-                for i in 0..JUNK_PER_CONNECTION {
+                let mut answered = 0;
+                for i in 0..JUNK_PER_SENDER {
+                    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                        continue;
+                    };
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
                     let request = format!(
-                        "{method}{round}x{connection}x{i} /x/{connection}/{i} HTTP/1.1\r\nHost: h{connection}-{i}.example\r\n\r\n"
+                        "{method}{round}x{sender}x{i} /x/{sender}/{i} HTTP/1.1\r\nHost: h{sender}-{i}.example\r\n\
+                         Connection: close\r\n\r\n"
                     );
-                    if stream.write_all(request.as_bytes()).is_err() {
-                        break;
+                    let mut answer = Vec::new();
+                    if stream.write_all(request.as_bytes()).is_ok() && stream.read_to_end(&mut answer).is_ok() {
+                        answered += usize::from(answer.starts_with(b"HTTP/1.1 "));
                     }
                 }
-                let _ = stream.write_all(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-                let _ = stream.shutdown(Shutdown::Write);
-                counter.join().unwrap_or(0)
+                answered
             })
         })
         .collect();
