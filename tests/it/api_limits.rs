@@ -82,6 +82,18 @@ async fn get(api: &LimitedApi, path: &str) -> (StatusCode, reqwest::header::Head
     (response.status(), response.headers().clone())
 }
 
+/// `count` connections that sent half a request and wait, accepted by the server by the time this returns.
+async fn hold_half_sent(api: &LimitedApi, count: usize) -> Vec<tokio::net::TcpStream> {
+    let mut holders = Vec::new();
+    for _ in 0..count {
+        let mut holder = api.connect().await;
+        holder.write_all(b"GET /v1/node HTTP/1.1\r\n").await.unwrap();
+        holders.push(holder);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holders
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_over_the_cap_gets_503_with_retry_after_at_once_and_the_slot_comes_back() {
     let limits = ApiLimits {
@@ -89,14 +101,7 @@ async fn a_connection_over_the_cap_gets_503_with_retry_after_at_once_and_the_slo
         ..ApiLimits::default()
     };
     let api = LimitedApi::start(None, limits).await;
-    let mut holders = Vec::new();
-    for _ in 0..4 {
-        let mut holder = api.connect().await;
-        holder.write_all(b"GET /v1/node HTTP/1.1\r\n").await.unwrap();
-        holders.push(holder);
-    }
-    // Let the server accept them all before the one over the cap.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let holders = hold_half_sent(&api, 4).await;
     let started = std::time::Instant::now();
     let over = exchange(&api, b"GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert!(
@@ -132,13 +137,7 @@ async fn one_address_holding_its_share_of_connections_does_not_keep_another_out(
         ..ApiLimits::default()
     };
     let api = LimitedApi::start(None, limits).await;
-    let mut holders = Vec::new();
-    for _ in 0..2 {
-        let mut holder = api.connect().await;
-        holder.write_all(b"GET /v1/node HTTP/1.1\r\n").await.unwrap();
-        holders.push(holder);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let holders = hold_half_sent(&api, 2).await;
     let over = exchange(&api, b"GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(over.statuses(), [503], "{}", over.text);
     let message = last_json(&over.text)["error"]["message"]
