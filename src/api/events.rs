@@ -93,17 +93,10 @@ impl EventFilter {
 pub async fn events(
     State(state): State<ApiState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let opened = || -> Result<_, ApiError> {
-        let Query(query) = query?;
-        let filter = EventFilter::new(query.types.as_deref(), query.topic)
-            .map_err(|why| ApiError::bad_request("invalid_event_type", why))?;
-        Ok(filter)
-    };
-    let filter = match opened() {
-        Ok(filter) => filter,
-        Err(error) => return error.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let filter = EventFilter::new(query.types.as_deref(), query.topic)
+        .map_err(|why| ApiError::bad_request("invalid_event_type", why))?;
     let Ok(permit) = state.event_streams.clone().try_acquire_owned() else {
         state
             .handle
@@ -121,17 +114,17 @@ pub async fn events(
                 state.limits.max_event_streams
             ),
         );
-        return ([(header::RETRY_AFTER, "1")], error).into_response();
+        return Ok(([(header::RETRY_AFTER, "1")], error).into_response());
     };
     let stream = EventStream {
         receiver: state.handle.subscribe_events(),
         filter,
         budget: state.limits.event_stream_bytes as u64,
-        _permit: Some(permit),
+        _permit: permit,
     };
-    Sse::new(event_stream(stream))
+    Ok(Sse::new(event_stream(stream))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response()
+        .into_response())
 }
 
 /// One client's stream: its receiver, what it asked for, how far behind it may fall, and its place under the cap
@@ -140,7 +133,7 @@ struct EventStream {
     receiver: EventReceiver,
     filter: EventFilter,
     budget: u64,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The final event of a stream that fell behind.
@@ -216,7 +209,7 @@ mod tests {
             events: 4,
             max_age: Duration::from_secs(60),
         });
-        let stream = event_stream(unbudgeted(receiver, u64::MAX));
+        let stream = event_stream(with_budget(receiver, u64::MAX));
         // The node keeps sending while nobody reads: the channel drops the oldest, never waits.
         for _ in 0..10 {
             sender.send(Event::now(subscribed("a")), Instant::now());
@@ -227,12 +220,14 @@ mod tests {
         assert!(text.contains("lagged") && text.contains("\\\"skipped\\\":6"), "{text}");
     }
 
-    fn unbudgeted(receiver: EventReceiver, budget: u64) -> EventStream {
+    fn with_budget(receiver: EventReceiver, budget: u64) -> EventStream {
         EventStream {
             receiver,
             filter: EventFilter::default(),
             budget,
-            _permit: None,
+            _permit: std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+                .try_acquire_owned()
+                .unwrap(),
         }
     }
 
@@ -243,7 +238,7 @@ mod tests {
             events: 1000,
             max_age: Duration::from_secs(60),
         });
-        let mut stream = Box::pin(event_stream(unbudgeted(receiver, 3 * EVENT_OVERHEAD as u64)));
+        let mut stream = Box::pin(event_stream(with_budget(receiver, 3 * EVENT_OVERHEAD as u64)));
         sender.send(Event::now(subscribed("a")), Instant::now());
         let first = format!("{:?}", stream.next().await.unwrap().unwrap());
         assert!(first.contains("subscribed"), "within budget it streams: {first}");

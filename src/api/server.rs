@@ -64,36 +64,31 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ApiLimits, metric
         };
         let from_address = per_address.get(&address).copied().unwrap_or(0);
         let refusal = if from_address >= limits.max_connections_per_ip {
-            Some(Refusal::PerAddress(limits.max_connections_per_ip))
+            Refusal::PerAddress(limits.max_connections_per_ip)
+        } else if let Ok(permit) = connections.clone().try_acquire_owned() {
+            per_address.insert(address, from_address + 1);
+            let app = app.clone();
+            tasks.spawn(async move {
+                serve_connection(stream, app, &limits).await;
+                drop(permit);
+                Some(address)
+            });
+            continue;
         } else {
-            match connections.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    per_address.insert(address, from_address + 1);
-                    let app = app.clone();
-                    tasks.spawn(async move {
-                        serve_connection(stream, app, &limits).await;
-                        drop(permit);
-                        Some(address)
-                    });
-                    continue;
-                }
-                Err(_) => Some(Refusal::Total(limits.max_connections)),
-            }
+            Refusal::Total(limits.max_connections)
         };
-        if let Some(refusal) = refusal {
-            metrics
-                .api_refused
-                .get_or_create(&ReasonLabel {
-                    reason: refusal.reason(),
-                })
-                .inc();
-            if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                tasks.spawn(async move {
-                    refuse(stream, refusal).await;
-                    drop(permit);
-                    None
-                });
-            }
+        metrics
+            .api_refused
+            .get_or_create(&ReasonLabel {
+                reason: refusal.reason(),
+            })
+            .inc();
+        if let Ok(permit) = refusals.clone().try_acquire_owned() {
+            tasks.spawn(async move {
+                refuse(stream, refusal).await;
+                drop(permit);
+                None
+            });
         }
     }
 }

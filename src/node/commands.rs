@@ -20,7 +20,6 @@ use crate::{
     config::{bare_peer_id, check_topic},
     policy::{
         dials::LookupStep,
-        liveness::PeerState,
         publish::{Flush, Prepared, Publish, PublishRefusal},
     },
     time::now_unix_ms,
@@ -64,12 +63,7 @@ impl EventLoop {
                 let connected = self.swarm.is_connected(&peer);
                 // A peer between redials is blocked too (that is what stops our redials), but only with a block:
                 // disconnecting a peer that is not connected is otherwise nothing to do.
-                let redialling = self.peers.get(&peer).is_some_and(|entry| {
-                    matches!(
-                        entry.state,
-                        PeerState::New | PeerState::Disconnected | PeerState::Reconnecting
-                    )
-                });
+                let redialling = self.peers.awaits_dial(&peer);
                 let answer = if block_for.is_zero() && connected {
                     let decisions = self.peers.dismissed(peer, "disconnected by operator");
                     self.apply(decisions);

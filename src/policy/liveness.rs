@@ -184,6 +184,17 @@ impl PeerTable {
         self.peers.get(peer)
     }
 
+    /// Whether `peer` is not connected but will be dialled: known and never connected, or dropped and waiting for
+    /// (or in) a redial.
+    pub fn awaits_dial(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|entry| {
+            matches!(
+                entry.state,
+                PeerState::New | PeerState::Disconnected | PeerState::Reconnecting
+            )
+        })
+    }
+
     /// A peer became known (or known again) at `addresses`; `bootstrap` marks a configured bootstrap peer. A removed
     /// peer becomes new again; one that left stays left until it connects (its old records linger in mDNS caches and
     /// routing tables of others, which is no sign that it is back).
@@ -589,6 +600,20 @@ mod tests {
             }
         }
         (delays, now)
+    }
+
+    #[test]
+    fn a_peer_awaits_a_dial_while_new_or_dropped_not_while_connected_or_given_up_on() {
+        let (mut table, peer, start) = active(false);
+        assert!(!table.awaits_dial(&peer), "connected");
+        table.disconnected(peer, start + SEC);
+        assert!(table.awaits_dial(&peer), "dropped: to be redialled");
+        table.dismissed(peer, "operator");
+        assert!(!table.awaits_dial(&peer), "removed");
+        assert!(!table.awaits_dial(&PeerId::random()), "unknown");
+        let fresh = PeerId::random();
+        table.discovered(fresh, &[addr()], false, start);
+        assert!(table.awaits_dial(&fresh), "new");
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use swarmnode::api::{self, ApiConfig, RunningApi, limits::ApiLimits};
+use swarmnode::{
+    api::{self, ApiConfig, RunningApi, limits::ApiLimits},
+    node::{Direction, EventKind},
+};
 
 use crate::support::{DEADLINE, TestNode, eventually, wait_for_subscribers};
 
@@ -424,7 +427,7 @@ async fn is_in_state(node: &ApiNode, peer: libp2p::PeerId, state: &str) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_and_disconnect_a_peer_through_the_api() {
-    let node = ApiNode::start(|_| {}, None).await;
+    let mut node = ApiNode::start(|_| {}, None).await;
     let other = TestNode::start(|_| {}).await;
     let connect_other = json!({"address": other.tcp_address.to_string()});
     let (status, connected) = node.call(Method::POST, "/v1/peers", Some(connect_other.clone())).await;
@@ -460,7 +463,17 @@ async fn connect_and_disconnect_a_peer_through_the_api() {
     // connection), and so is ours.
     for _ in 0..5 {
         let _ = other.handle.dial(node.node.tcp_address.clone()).await;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let blocked = other.peer_id;
+        node.node
+            .wait_for("the node to refuse the blocked peer", |kind| match kind {
+                EventKind::ConnectionRefused {
+                    direction: Direction::Inbound,
+                    peer: Some(peer),
+                    ..
+                } => (*peer == blocked).then_some(()),
+                _ => None,
+            })
+            .await;
         assert!(
             is_in_state(&node, other.peer_id, "removed").await,
             "the blocked peer got back in"
@@ -598,6 +611,7 @@ async fn a_blocking_disconnect_also_stops_the_redials_of_a_peer_that_dropped() {
         is_in_state(&node, other.peer_id, "removed")
     })
     .await;
+    // An absence, so watched for a while: twice the first redial delay (1 s), when a redial would be due.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
         is_in_state(&node, other.peer_id, "removed").await,

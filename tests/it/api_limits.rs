@@ -8,7 +8,7 @@ use futures::StreamExt;
 use libp2p::bytes::Bytes;
 use reqwest::StatusCode;
 use swarmnode::{api::limits::ApiLimits, node::PublishRequest};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
     DEADLINE, TestNode,
@@ -82,15 +82,34 @@ async fn get(api: &LimitedApi, path: &str) -> (StatusCode, reqwest::header::Head
     (response.status(), response.headers().clone())
 }
 
-/// `count` connections that sent half a request and wait, accepted by the server by the time this returns.
-async fn hold_half_sent(api: &LimitedApi, count: usize) -> Vec<tokio::net::TcpStream> {
+/// `count` connections, each served one request (so the server has accepted it) and now idle, holding its slot until
+/// the header timeout.
+async fn hold_idle(api: &LimitedApi, count: usize) -> Vec<tokio::net::TcpStream> {
     let mut holders = Vec::new();
     for _ in 0..count {
         let mut holder = api.connect().await;
-        holder.write_all(b"GET /v1/node HTTP/1.1\r\n").await.unwrap();
+        holder
+            .write_all(b"GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // The node's status is one JSON object: the answer is whole when it ends with its closing brace.
+        while !answer.ends_with(b"}") {
+            let read = tokio::time::timeout(DEADLINE, holder.read(&mut buffer))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(
+                read > 0,
+                "closed before answering: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&buffer[..read]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
         holders.push(holder);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     holders
 }
 
@@ -101,7 +120,7 @@ async fn a_connection_over_the_cap_gets_503_with_retry_after_at_once_and_the_slo
         ..ApiLimits::default()
     };
     let api = LimitedApi::start(None, limits).await;
-    let holders = hold_half_sent(&api, 4).await;
+    let holders = hold_idle(&api, 4).await;
     let started = std::time::Instant::now();
     let over = exchange(&api, b"GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert!(
@@ -137,7 +156,7 @@ async fn one_address_holding_its_share_of_connections_does_not_keep_another_out(
         ..ApiLimits::default()
     };
     let api = LimitedApi::start(None, limits).await;
-    let holders = hold_half_sent(&api, 2).await;
+    let holders = hold_idle(&api, 2).await;
     let over = exchange(&api, b"GET /v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(over.statuses(), [503], "{}", over.text);
     let message = last_json(&over.text)["error"]["message"]
@@ -214,7 +233,8 @@ async fn a_stream_reader_further_behind_than_its_budget_is_cut_off_with_lagged()
     // 8 MiB of messages published while this reader reads nothing: far past its 256 KiB budget and what the socket
     // buffers between the two hold.
     publish(&peer, 64, 128 << 10).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered = || api.node.handle.metrics().delivered.get() >= 64;
+    crate::support::eventually("the 64 messages to reach the node", || async { delivered() }).await;
     let mut text = String::new();
     while let Some(chunk) = tokio::time::timeout(DEADLINE, body.next())
         .await
