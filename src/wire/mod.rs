@@ -6,3 +6,4 @@ pub mod batch;
 pub mod cbor;
 pub mod envelope;
 pub mod leave;
+pub mod members;
