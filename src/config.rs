@@ -2,13 +2,14 @@
 //! error before anything starts. The CLI fills it from flags and `SWARMNODE_*` variables; tests build it directly.
 
 pub mod bounds;
+pub mod members;
 mod topic;
 
 use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr::Protocol};
 
-pub use topic::{INVISIBLE_FORMAT, check_topic, is_invisible_format};
+pub use topic::{INVISIBLE_FORMAT, RESERVED_TOPIC_PREFIX, check_topic, is_invisible_format};
 
 use crate::{files, policy::liveness::LivenessPolicy, wire::envelope::ENVELOPE_OVERHEAD};
 
@@ -106,6 +107,8 @@ pub struct NodeConfig {
     /// Most bytes of events kept for subscribers (each event's payload plus `EVENT_OVERHEAD`); past it the oldest
     /// are dropped and a subscriber that had not read them is told how many it missed.
     pub event_buffer_bytes: usize,
+    /// What the node announces about itself to the swarm, and how records age.
+    pub members: members::MembersConfig,
 }
 
 impl NodeConfig {
@@ -144,6 +147,7 @@ impl NodeConfig {
             max_topics: 256,
             peer_message_rate: 2000,
             event_buffer_bytes: 64 << 20,
+            members: members::MembersConfig::default(),
         }
     }
 
@@ -189,6 +193,7 @@ impl NodeConfig {
             return Err(ConfigError::new("security", "a protocol is listed twice"));
         }
         bounds::check(self)?;
+        self.members.validate(self.heartbeat)?;
         if self.liveness.peer_timeout <= self.heartbeat {
             return Err(ConfigError::new(
                 "peer-timeout",

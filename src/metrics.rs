@@ -4,6 +4,8 @@
 //! encodes the registry. The event loop sets the peers-by-state gauge whenever a peer changes state and the table-size
 //! gauges on every housekeeping tick (100 ms), from counts the tables keep, so a scrape costs the loop nothing.
 
+mod cluster;
+
 use std::sync::Arc;
 
 use prometheus_client::{
@@ -17,6 +19,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+pub use cluster::ClusterMetrics;
 use crate::{node::Buffered, policy::liveness::PeerState};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +118,8 @@ pub struct Metrics {
     /// What the event channel keeps for its subscribers: bytes (payloads plus a fixed overhead each) and events.
     pub event_buffer_bytes: Gauge,
     pub event_buffer_events: Gauge,
+    /// Members, services, checks and the bytes membership costs.
+    pub cluster: ClusterMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -225,7 +230,9 @@ impl Metrics {
             "Events kept for event subscribers",
             event_buffer_events.clone(),
         );
+        let cluster = ClusterMetrics::register(ours);
         Metrics {
+            cluster,
             registry: Arc::new(registry),
             event_buffer_bytes,
             event_buffer_events,

@@ -168,6 +168,10 @@ fn status_and_code(error: &NodeError) -> (StatusCode, &'static str) {
         NodeError::PeerNotFound { .. } => (StatusCode::NOT_FOUND, "peer_not_found"),
         NodeError::DialFailed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "dial_failed"),
         NodeError::NotConnected { .. } => (StatusCode::NOT_FOUND, "not_connected"),
+        NodeError::ServiceNotFound { .. } => (StatusCode::NOT_FOUND, "service_not_found"),
+        NodeError::InvalidService { .. } => (StatusCode::BAD_REQUEST, "invalid_service"),
+        NodeError::InvalidRoute { .. } => (StatusCode::BAD_REQUEST, "invalid_route"),
+        NodeError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failed"),
     }
 }
 
@@ -252,6 +256,10 @@ mod tests {
             (NodeError::PeerNotFound { peer }, 404, "peer_not_found"),
             (NodeError::DialFailed { reason: text() }, 422, "dial_failed"),
             (NodeError::NotConnected { peer }, 404, "not_connected"),
+            (NodeError::ServiceNotFound { id: text() }, 404, "service_not_found"),
+            (NodeError::InvalidService { reason: text() }, 400, "invalid_service"),
+            (NodeError::InvalidRoute { reason: text() }, 400, "invalid_route"),
+            (NodeError::Storage { reason: text() }, 500, "storage_failed"),
         ];
         let variants: HashSet<_> = cases.iter().map(|(error, ..)| std::mem::discriminant(error)).collect();
         assert_eq!(variants.len(), NodeError::COUNT, "a case for every variant");

@@ -5,6 +5,7 @@
 //! are both built from it.
 
 mod bodies;
+pub mod cluster;
 mod error;
 mod events;
 mod guard;
@@ -105,6 +106,11 @@ fn route_table() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::subscribe, routes::unsubscribe))
         .routes(routes!(routes::publish))
         .routes(routes!(events::events))
+        .routes(routes!(cluster::members))
+        .routes(routes!(cluster::services))
+        .routes(routes!(cluster::register, cluster::deregister))
+        .routes(routes!(cluster::update_ttl))
+        .routes(routes!(cluster::route))
         .routes(routes!(routes::diagnose))
         .routes(routes!(routes::openapi))
         .routes(routes!(routes::metrics))

@@ -55,7 +55,7 @@ impl ApiClient {
         })
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    pub(super) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
             Some(token) => request.bearer_auth(token),
@@ -102,7 +102,7 @@ impl ApiClient {
         Ok(Answer { value, json })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer<T>> {
+    pub(super) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer<T>> {
         self.call(self.request(Method::GET, path)).await
     }
 
@@ -259,6 +259,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let stream = ApiClient::new(&client)?.open_stream(&path).await?;
             ApiClient::print_stream(stream, &mut stdout).await
         }
+        Command::Cluster(command) => super::cluster::run(command).await,
         Command::Diagnose(args) => {
             let diagnosis: Answer<Diagnosis> = ApiClient::new(&args)?.get("/v1/diagnose").await?;
             print(&args, &diagnosis, diagnosis_text)
@@ -267,7 +268,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// Prints the answer: its JSON as the API sent it with `--json`, else as `human` renders it.
-fn print<T>(args: &ClientArgs, answer: &Answer<T>, human: impl Fn(&T) -> String) -> anyhow::Result<()> {
+pub(super) fn print<T>(args: &ClientArgs, answer: &Answer<T>, human: impl Fn(&T) -> String) -> anyhow::Result<()> {
     let out = if args.json {
         format!("{}\n", answer.json.trim_end())
     } else {
@@ -278,7 +279,7 @@ fn print<T>(args: &ClientArgs, answer: &Answer<T>, human: impl Fn(&T) -> String)
 }
 
 /// Percent-encodes a path segment or query value (peer ids and topics may hold any character).
-fn path_segment(text: &str) -> String {
+pub(super) fn path_segment(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -392,7 +393,7 @@ fn diagnosis_text(d: &Diagnosis) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+pub(super) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod client;
+pub mod cluster;
 pub mod run;
 
 use std::{path::PathBuf, time::Duration};
@@ -112,6 +113,8 @@ pub enum ClientCommand {
     },
     /// What to check when peers do not find each other.
     Diagnose(ClientArgs),
+    #[command(flatten)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// How the client commands reach a running node's API.
@@ -359,6 +362,8 @@ pub struct RunArgs {
     pub api_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub api_limits: ApiLimitArgs,
+    #[command(flatten)]
+    pub members: cluster::MemberArgs,
     /// Publish each line read from stdin on the first topic (end of input does not stop the node).
     #[arg(long)]
     pub stdin: bool,

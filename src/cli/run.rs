@@ -58,6 +58,7 @@ impl RunArgs {
         config.max_topics = self.max_topics;
         config.peer_message_rate = self.peer_message_rate;
         config.event_buffer_bytes = self.event_buffer_bytes;
+        config.members = self.members.to_config();
         config.liveness = LivenessPolicy {
             peer_timeout: self.peer_timeout,
             reconnect_attempts: self.reconnect_attempts,

@@ -5,6 +5,9 @@
 
 use super::MAX_TOPIC_LEN;
 
+/// Topics the node uses itself (`wire::members::MEMBERS_TOPIC`): never joined, left or published on by users.
+pub const RESERVED_TOPIC_PREFIX: &str = "/swarmnode/";
+
 /// Why a topic name is refused, if it is.
 pub fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
@@ -12,6 +15,11 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     }
     if topic.len() > MAX_TOPIC_LEN {
         return Err(format!("topic names are at most {MAX_TOPIC_LEN} bytes"));
+    }
+    if topic.starts_with(RESERVED_TOPIC_PREFIX) {
+        return Err(format!(
+            "topic names starting with {RESERVED_TOPIC_PREFIX} are reserved for the node's own use (member records)"
+        ));
     }
     if topic.chars().any(char::is_control) {
         return Err("a topic name cannot contain control characters".into());

@@ -179,6 +179,10 @@ impl EventLoop {
             let decisions = self.peers.connected(peer, &address, Instant::now());
             self.apply(decisions);
         }
+        // Both sides admit each other; the one with the lower peer id starts the view exchange, once.
+        if *self.swarm.local_peer_id() < peer {
+            self.exchange_views(peer);
+        }
         self.metrics.admitted.inc();
         tracing::info!(%peer, name = ?certificate.name, "peer admitted");
         self.emit(EventKind::PeerAdmitted {

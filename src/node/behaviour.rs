@@ -32,6 +32,7 @@ use crate::{
     policy::inbound::InboundLimits,
     wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse, MAX_ADMISSION_MESSAGE},
     wire::leave::{LEAVE_PROTOCOL, LeaveAck, LeaveNotice, MAX_LEAVE_MESSAGE},
+    wire::members::{MAX_EXCHANGE_BYTES, MEMBERS_PROTOCOL, MEMBERS_TOPIC, MembersExchange},
 };
 
 /// What identify reports as our protocol family; informational only.
@@ -44,6 +45,9 @@ pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 /// How long a node shutting down waits for its peers to acknowledge its leave notice. Short, because shutdown must
 /// stay quick (SIGTERM to exit within 2 s); on loopback or a LAN an ack takes a millisecond or two.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long to wait for a peer's view in the members exchange (up to 4 MiB).
+pub const MEMBERS_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Scores below this: gossipsub sends the peer no gossip (IHAVE) and takes none from it.
 pub const GOSSIP_THRESHOLD: f64 = -10.0;
@@ -84,8 +88,15 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub leave: cbor::Behaviour<LeaveNotice, LeaveAck>,
+    /// The view exchange on every new connection.
+    pub members: cbor::Behaviour<MembersExchange, MembersExchange>,
     /// Present only in a swarm with a CA (`--ca-cert`).
     pub admission: Toggle<cbor::Behaviour<AdmissionRequest, AdmissionResponse>>,
+}
+
+/// Whether `topic` is the internal members topic, which user-facing lists leave out.
+pub fn is_members_topic(topic: &gossipsub::TopicHash) -> bool {
+    topic.as_str() == MEMBERS_TOPIC
 }
 
 /// Our agent version, as identify reports it.
@@ -105,6 +116,7 @@ pub fn protocols(config: &NodeConfig) -> Vec<String> {
         "/meshsub/1.1.0".to_owned(),
         "/meshsub/1.0.0".to_owned(),
         LEAVE_PROTOCOL.to_string(),
+        MEMBERS_PROTOCOL.to_string(),
     ];
     if config.admission_enabled() {
         protocols.push(ADMISSION_PROTOCOL.to_string());
@@ -222,7 +234,8 @@ impl Behaviour {
             .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;
         let subscription_filter = gossipsub::MaxCountSubscriptionFilter {
             filter: gossipsub::AllowAllSubscriptionFilter {},
-            max_subscribed_topics: config.max_topics,
+            // The members topic comes on top of the user topics.
+            max_subscribed_topics: config.max_topics + 1,
             max_subscriptions_per_request: config.max_topics,
         };
         let mut gossipsub = Gossipsub::new_with_subscription_filter(
@@ -255,6 +268,14 @@ impl Behaviour {
             request_response::Config::default().with_request_timeout(LEAVE_TIMEOUT),
         );
 
+        let members = cbor::Behaviour::with_codec(
+            cbor::codec::Codec::default()
+                .set_request_size_maximum(MAX_EXCHANGE_BYTES as u64)
+                .set_response_size_maximum(MAX_EXCHANGE_BYTES as u64),
+            [(MEMBERS_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(MEMBERS_EXCHANGE_TIMEOUT),
+        );
+
         let admission = config.admission_enabled().then(|| {
             cbor::Behaviour::with_codec(
                 cbor::codec::Codec::default()
@@ -280,15 +301,17 @@ impl Behaviour {
             identify,
             ping,
             leave,
+            members,
             admission: admission.into(),
         })
     }
 
-    /// Joins `topic` with our scoring parameters; false when already joined. At most `max_topics` topics.
+    /// Joins `topic` with our scoring parameters; false when already joined. At most `max_topics` user topics (the
+    /// members topic is not one of them).
     pub fn join(&mut self, topic: &str, max_topics: usize) -> Result<bool, NodeError> {
         let name = topic;
         let topic = gossipsub::IdentTopic::new(name);
-        let joined = self.gossipsub.topics().count();
+        let joined = self.gossipsub.topics().filter(|t| !is_members_topic(t)).count();
         if joined >= max_topics && !self.gossipsub.topics().any(|t| *t == topic.hash()) {
             return Err(NodeError::TooManyTopics { limit: max_topics });
         }
@@ -300,6 +323,22 @@ impl Behaviour {
         self.gossipsub
             .subscribe(&topic)
             .map_err(|e| NodeError::from_subscription(e, name, max_topics))
+    }
+
+    /// Joins the internal topic member records travel on.
+    pub fn join_members_topic(&mut self) -> Result<(), NodeError> {
+        let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
+        self.gossipsub
+            .set_topic_params(topic.clone(), topic_score_params())
+            .map_err(|reason| NodeError::Gossip {
+                reason: format!("cannot score the members topic: {reason}"),
+            })?;
+        self.gossipsub
+            .subscribe(&topic)
+            .map(|_| ())
+            .map_err(|e| NodeError::Gossip {
+                reason: format!("cannot join the members topic: {e}"),
+            })
     }
 
     /// Peers currently in the Kademlia routing table.

@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     EventLoop,
-    behaviour::{MAX_CONNECTIONS_PER_PEER, agent_version, protocols},
+    behaviour::{MAX_CONNECTIONS_PER_PEER, agent_version, is_members_topic, protocols},
     error::NodeError,
     handle::{Command, Reply},
     views::{
@@ -100,6 +100,24 @@ impl EventLoop {
             }
             Command::Diagnose { reply } => {
                 let _ = reply.send(self.diagnose());
+            }
+            Command::Members { filter, reply } => {
+                let _ = reply.send(self.member_infos(&filter));
+            }
+            Command::Services { filter, reply } => {
+                let _ = reply.send(self.catalog(&filter));
+            }
+            Command::Route { request, reply } => {
+                let _ = reply.send(self.route(&request));
+            }
+            Command::RegisterService { definition, reply } => {
+                let _ = reply.send(self.register_service(definition));
+            }
+            Command::DeregisterService { id, reply } => {
+                let _ = reply.send(self.deregister_service(&id));
+            }
+            Command::UpdateTtl { id, health, note, reply } => {
+                let _ = reply.send(self.update_ttl(&id, health, note));
             }
             Command::Shutdown => return ControlFlow::Break(()),
         }
@@ -264,6 +282,7 @@ impl EventLoop {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let topics = gossipsub
             .topics()
+            .filter(|topic| !is_members_topic(topic))
             .map(|topic| (topic.to_string(), self.subscribers(topic).len()))
             .collect();
         NodeStatus {
@@ -344,6 +363,7 @@ impl EventLoop {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let mut infos: Vec<TopicInfo> = gossipsub
             .topics()
+            .filter(|topic| !is_members_topic(topic))
             .map(|topic| TopicInfo {
                 topic: topic.to_string(),
                 mesh_peers: gossipsub.mesh_peers(topic).copied().collect(),
@@ -381,6 +401,7 @@ impl EventLoop {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let mesh_sizes = gossipsub
             .topics()
+            .filter(|topic| !is_members_topic(topic))
             .map(|topic| (topic.to_string(), gossipsub.mesh_peers(topic).count()))
             .collect();
         Diagnosis {

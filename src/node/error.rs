@@ -67,6 +67,19 @@ pub enum NodeError {
     /// A disconnect of a peer we have no connection to.
     #[error("peer {peer} is not connected")]
     NotConnected { peer: PeerId },
+    /// A service id this node has not registered.
+    #[error("this node has no service {id:?}; `swarmnode services` lists the swarm's")]
+    ServiceNotFound { id: String },
+    /// A service definition or health update that cannot be applied (a bad field, pass/warn/fail on a service
+    /// without a TTL check, too many services).
+    #[error("{reason}")]
+    InvalidService { reason: String },
+    /// A route lookup that cannot be answered as asked.
+    #[error("invalid route request: {reason}")]
+    InvalidRoute { reason: String },
+    /// The node could not write its own state (the services file in the data directory).
+    #[error("cannot save: {reason}")]
+    Storage { reason: String },
 }
 
 impl NodeError {

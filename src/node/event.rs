@@ -7,7 +7,11 @@ use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, ser::SerializeMap};
 
-use crate::{policy::liveness::PeerState, time::now_unix_ms};
+use crate::{
+    policy::{liveness::PeerState, members::MemberStatus},
+    time::now_unix_ms,
+    wire::members::Health,
+};
 
 /// Something that happened on the node, stamped with when it happened (unix ms).
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +146,26 @@ pub enum EventKind {
         peer: PeerId,
         reason: String,
         duration_ms: u64,
+    },
+    /// A member changed status in this node's view: `from` is null for a new member, `to` null when it was reaped.
+    Member {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        name: String,
+        from: Option<MemberStatus>,
+        to: Option<MemberStatus>,
+        /// It changed status more often than the flap limit within the flap window.
+        flapping: bool,
+    },
+    /// A service instance's health changed (ours from its check, another member's from its record): `from` is null
+    /// for an instance not seen before.
+    ServiceHealth {
+        #[serde(serialize_with = "display")]
+        peer: PeerId,
+        service: String,
+        from: Option<Health>,
+        to: Health,
+        output: String,
     },
 }
 

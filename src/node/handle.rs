@@ -9,14 +9,16 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    cluster_views::{MemberFilter, MemberInfo, RouteAnswer, RouteRequest, ServiceFilter, ServiceInstance},
     error::NodeError,
     event_bus::{EventReceiver, EventSender},
     publish_budget::PublishBudget,
     views::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo},
 };
 use crate::{
-    config::{bare_peer_id, check_dialable},
+    config::{bare_peer_id, check_dialable, services::ServiceDefinition},
     metrics::Metrics,
+    wire::members::Health,
 };
 
 /// Where the event loop sends the outcome of a command that can fail.
@@ -60,6 +62,33 @@ pub(crate) enum Command {
     },
     Diagnose {
         reply: oneshot::Sender<Diagnosis>,
+    },
+    Members {
+        filter: MemberFilter,
+        reply: oneshot::Sender<Vec<MemberInfo>>,
+    },
+    Services {
+        filter: ServiceFilter,
+        reply: oneshot::Sender<Vec<ServiceInstance>>,
+    },
+    Route {
+        request: RouteRequest,
+        reply: Reply<RouteAnswer>,
+    },
+    RegisterService {
+        definition: ServiceDefinition,
+        reply: Reply<()>,
+    },
+    DeregisterService {
+        id: String,
+        reply: Reply<()>,
+    },
+    /// `pass`, `warn` or `fail` of a service with a TTL check.
+    UpdateTtl {
+        id: String,
+        health: Health,
+        note: Option<String>,
+        reply: Reply<()>,
     },
     Shutdown,
 }
@@ -145,6 +174,38 @@ impl NodeHandle {
     /// Everything `GET /v1/diagnose` reports.
     pub async fn diagnose(&self) -> Result<Diagnosis, NodeError> {
         self.ask(|reply| Command::Diagnose { reply }).await
+    }
+
+    /// The members of the swarm as this node sees them (itself first), filtered.
+    pub async fn members(&self, filter: MemberFilter) -> Result<Vec<MemberInfo>, NodeError> {
+        self.ask(|reply| Command::Members { filter, reply }).await
+    }
+
+    /// Every service instance of every member, with its health, filtered.
+    pub async fn services(&self, filter: ServiceFilter) -> Result<Vec<ServiceInstance>, NodeError> {
+        self.ask(|reply| Command::Services { filter, reply }).await
+    }
+
+    /// The owners of a key, best first, by weighted rendezvous hashing over the alive members.
+    pub async fn route(&self, request: RouteRequest) -> Result<RouteAnswer, NodeError> {
+        self.ask(|reply| Command::Route { request, reply }).await?
+    }
+
+    /// Registers (or replaces) a service on this node; it is kept in the data directory across restarts.
+    pub async fn register_service(&self, definition: ServiceDefinition) -> Result<(), NodeError> {
+        self.ask(|reply| Command::RegisterService { definition, reply }).await?
+    }
+
+    /// Removes one of this node's services.
+    pub async fn deregister_service(&self, id: &str) -> Result<(), NodeError> {
+        let id = id.to_owned();
+        self.ask(|reply| Command::DeregisterService { id, reply }).await?
+    }
+
+    /// Sets the health of a service with a TTL check and restarts its TTL.
+    pub async fn update_ttl(&self, id: &str, health: Health, note: Option<String>) -> Result<(), NodeError> {
+        let id = id.to_owned();
+        self.ask(|reply| Command::UpdateTtl { id, health, note, reply }).await?
     }
 
     /// Asks the node to stop; returns at once (await the node's task to know it has).

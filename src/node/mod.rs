@@ -6,12 +6,18 @@
 
 mod admission;
 mod behaviour;
+mod cluster;
+mod cluster_commands;
+mod cluster_views;
 mod commands;
 mod error;
 mod event;
 mod event_bus;
 mod handle;
 mod inbound_limits;
+mod load;
+mod members;
+mod probe;
 mod publish_budget;
 mod swarm_events;
 mod transport;
@@ -37,6 +43,9 @@ use prometheus_client::registry::Registry;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use behaviour::{agent_version, message_id};
+pub use cluster_views::{
+    MAX_ROUTE_OWNERS, MemberFilter, MemberInfo, RouteAnswer, RouteOwner, RouteRequest, ServiceFilter, ServiceInstance,
+};
 pub use error::NodeError;
 pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
 pub use event_bus::{Behind, Buffered, EVENT_OVERHEAD, EventReceiver, RecvError, TryRecvError};
@@ -51,7 +60,9 @@ pub use views::{
 use self::{
     admission::Membership,
     behaviour::{Behaviour, LEAVE_TIMEOUT},
+    cluster::Cluster,
     commands::PendingPublish,
+    members::ProbeDone,
     event_bus::EventSender,
     handle::{Command, Reply},
     publish_budget::PublishBudget,
@@ -91,6 +102,8 @@ const DEDUP_CAPACITY: usize = 100_000;
 const CERTIFICATE_RENEWAL_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often members' gossip scores are compared with the graylist (a score report per connected peer).
 const GRAYLIST_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Finished health checks waiting for the loop.
+const PROBE_RESULTS: usize = 64;
 /// How often the loop asks the peer table and the bootstrap schedule what is due.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
@@ -133,7 +146,9 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         tracing::info!(fingerprint = %key.fingerprint(), "private swarm: only nodes with this swarm key can connect");
     }
     let membership = load_membership(&config, &peer_id)?;
-    let behaviour = Behaviour::new(&keypair, &config, &mut registry)?;
+    let cluster = Cluster::start(&config, keypair.clone(), Instant::now())?;
+    let mut behaviour = Behaviour::new(&keypair, &config, &mut registry)?;
+    behaviour.join_members_topic()?;
     let mut swarm = transport::build_swarm(keypair, &config, swarm_key, &mut registry, behaviour)?;
     let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
     let metrics = Metrics::new(registry);
@@ -171,7 +186,11 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         dedup_window,
         DEDUP_CAPACITY,
     );
+    let (probe_results, probe_done) = mpsc::channel(PROBE_RESULTS);
     let event_loop = EventLoop {
+        cluster,
+        probe_results,
+        probe_done,
         membership,
         bans: Bans::new(config.ban_duration),
         gossip_gate,
@@ -247,6 +266,11 @@ struct Identified {
 
 /// The state the event loop owns.
 struct EventLoop {
+    /// Members, our services and our record.
+    cluster: Cluster,
+    /// Where health-check tasks send their results, and where the loop reads them.
+    probe_results: mpsc::Sender<ProbeDone>,
+    probe_done: mpsc::Receiver<ProbeDone>,
     /// With a CA: our certificate and who is admitted.
     membership: Option<Membership>,
     /// Peers refused for a while.
@@ -299,11 +323,13 @@ impl EventLoop {
                     }
                 }
                 () = batch_due(batch_deadline) => self.send_due_batches(),
+                Some(done) = self.probe_done.recv() => self.on_probe_done(done),
                 _ = housekeeping.tick() => {
                     let due = self.peers.tick(Instant::now());
                     self.apply(due);
                     self.on_bootstrap_check();
                     self.on_membership_tick();
+                    self.on_cluster_tick();
                     self.set_gauges();
                     self.metrics.set_event_buffer(self.events.expire(Instant::now()));
                 }
@@ -321,6 +347,8 @@ impl EventLoop {
     /// most `LEAVE_TIMEOUT`) until each has acknowledged or failed. Swarm events keep being served meanwhile: a peer
     /// leaving at the same moment is still answered.
     async fn announce_leave(&mut self) {
+        // Our last record says `left`: it reaches members we have no connection to as well.
+        self.announce_record(true);
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         let mut waiting: HashSet<OutboundRequestId> = peers
             .iter()
@@ -468,6 +496,8 @@ impl EventLoop {
             ("rate_limits", self.gossip_gate.rate_limited_peers()),
             ("delivered_ids", self.gossip_gate.delivered_ids()),
             ("published_ids", self.publisher.remembered()),
+            ("members", self.cluster.members.len()),
+            ("services", self.cluster.services.len()),
         ]);
     }
 

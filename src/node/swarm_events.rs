@@ -20,7 +20,7 @@ use libp2p::{
 
 use super::{
     EventLoop, Identified,
-    behaviour::BehaviourEvent,
+    behaviour::{BehaviourEvent, is_members_topic},
     error::NodeError,
     event::{Direction, DiscoverySource, EventKind, MessageData},
 };
@@ -40,6 +40,7 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                self.cluster.mark_changed();
                 self.emit(EventKind::Listening { address });
             }
             SwarmEvent::ConnectionEstablished {
@@ -111,6 +112,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::Behaviour(BehaviourEvent::Leave(event)) => self.on_leave(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Members(event)) => self.on_members_exchange(event),
             SwarmEvent::Behaviour(BehaviourEvent::Admission(event)) => self.on_admission(event),
             _ => {}
         }
@@ -174,6 +176,10 @@ impl EventLoop {
         }
         if num_established == 1 {
             self.start_admission(peer, endpoint.get_remote_address());
+            // With a CA the exchange waits for the admission.
+            if endpoint.is_dialer() && self.membership.is_none() {
+                self.exchange_views(peer);
+            }
             let direction = if endpoint.is_dialer() {
                 Direction::Outbound
             } else {
@@ -296,9 +302,13 @@ impl EventLoop {
                 message,
             } => {
                 self.peers.heard_from(propagation_source, None, Instant::now());
-                self.on_gossip_message(propagation_source, &message_id, message);
+                if is_members_topic(&message.topic) {
+                    self.on_member_gossip(propagation_source, &message_id, message);
+                } else {
+                    self.on_gossip_message(propagation_source, &message_id, message);
+                }
             }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
+            gossipsub::Event::Subscribed { peer_id, topic } if !is_members_topic(&topic) => {
                 self.emit(EventKind::Subscribed {
                     peer: peer_id,
                     topic: topic.into_string(),
@@ -373,12 +383,12 @@ impl EventLoop {
         self.metrics.duplicates.inc_by(repeats as u64);
     }
 
-    fn count_rejection(&mut self, reason: &'static str) {
+    pub(super) fn count_rejection(&mut self, reason: &'static str) {
         *self.rejected.entry(reason).or_default() += 1;
         self.metrics.rejected.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    fn report(&mut self, message_id: &gossipsub::MessageId, source: &PeerId, acceptance: MessageAcceptance) {
+    pub(super) fn report(&mut self, message_id: &gossipsub::MessageId, source: &PeerId, acceptance: MessageAcceptance) {
         self.swarm
             .behaviour_mut()
             .gossipsub
@@ -426,6 +436,7 @@ impl EventLoop {
                 tracing::info!(%peer, "peer announced it is leaving");
                 let decisions = self.peers.left(peer, Instant::now());
                 self.apply(decisions);
+                self.member_left(peer);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "bad leave notice: {error}");

@@ -330,7 +330,8 @@ mod tests {
             Err(RecordError::TooLarge(_))
         ));
 
-        let cases: Vec<(fn(&mut MemberRecord), &str)> = vec![
+        type Spoil = fn(&mut MemberRecord);
+        let cases: Vec<(Spoil, &str)> = vec![
             (|r| r.v = 2, "version"),
             (|r| r.name.clear(), "name"),
             (|r| r.name = "a\u{202E}b".into(), "invisible"),
