@@ -8,5 +8,6 @@ pub mod discovery;
 pub mod gossip;
 pub mod inbound;
 pub mod liveness;
+pub mod members;
 pub mod publish;
 pub mod rate_limit;
