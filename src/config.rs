@@ -2,6 +2,7 @@
 //! error before anything starts. The CLI fills it from flags and `SWARMNODE_*` variables; tests build it directly.
 
 pub mod bounds;
+pub mod services;
 mod topic;
 
 use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr, time::Duration};
