@@ -12,6 +12,7 @@ mod event;
 mod event_bus;
 mod handle;
 mod inbound_limits;
+pub mod probe;
 mod publish_budget;
 mod swarm_events;
 mod transport;
