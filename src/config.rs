@@ -3,6 +3,7 @@
 
 pub mod bounds;
 pub mod members;
+pub mod services;
 mod topic;
 
 use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr, time::Duration};

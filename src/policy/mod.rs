@@ -2,6 +2,7 @@
 //! feeds them what happened and carries out what they decide, so each is unit-tested directly with a fake clock.
 
 pub mod admission;
+pub mod checks;
 pub mod dedup;
 pub mod dials;
 pub mod discovery;
