@@ -19,7 +19,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-pub use cluster::ClusterMetrics;
+pub use cluster::{CheckLabel, ClusterMetrics};
 use crate::{node::Buffered, policy::liveness::PeerState};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -16,7 +16,7 @@ use super::{
     error::{ApiError, ApiJson, shorten},
 };
 use crate::{
-    config::services::{SERVICE_ID_PATTERN, ServiceBody},
+    config::services::ServiceBody,
     node::{
         MAX_ROUTE_OWNERS, MemberFilter, MemberInfo, RouteAnswer, RouteRequest, ServiceFilter, ServiceInstance,
     },
@@ -166,7 +166,7 @@ pub async fn route(
 
 /// Register (or replace) a service on this node; it is kept in the data directory across restarts.
 #[utoipa::path(put, path = "/v1/services/{id}", operation_id = "registerService", request_body = ServiceBody,
-    params(("id" = String, Path, description = "the service id on this node", pattern = SERVICE_ID_PATTERN)),
+    params(("id" = String, Path, description = "the service id on this node", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses(
         (status = 200, description = "registered", body = ServiceChange),
         (status = 400, description = "invalid_json, invalid_service: the body or a field is malformed, or the node \
@@ -194,7 +194,7 @@ pub async fn register(
 
 /// Deregister one of this node's services.
 #[utoipa::path(delete, path = "/v1/services/{id}", operation_id = "deregisterService",
-    params(("id" = String, Path, description = "the service id on this node", pattern = SERVICE_ID_PATTERN)),
+    params(("id" = String, Path, description = "the service id on this node", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses(
         (status = 200, description = "deregistered", body = ServiceChange),
         (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
@@ -213,7 +213,7 @@ pub async fn deregister(State(state): State<ApiState>, Path(id): Path<String>) -
 /// Report a TTL-checked service passing, warning or failing (Consul's dead man's switch): it turns critical unless
 /// reported again before its TTL runs out.
 #[utoipa::path(put, path = "/v1/services/{id}/{check}", operation_id = "updateTtl",
-    params(("id" = String, Path, description = "the service id on this node", pattern = SERVICE_ID_PATTERN),
+    params(("id" = String, Path, description = "the service id on this node", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
         ("check" = String, Path, description = "pass, warn or fail", pattern = "^(pass|warn|fail)$"),
         TtlQuery),
     responses(

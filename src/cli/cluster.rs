@@ -16,7 +16,7 @@ use crate::{
     config::{
         self,
         members::{MembersConfig, parse_tag},
-        services::{ServiceBody, ServiceDefinition},
+        services::ServiceDefinition,
     },
     node::{MemberInfo, RouteAnswer, ServiceInstance},
 };
@@ -182,7 +182,7 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Register { client, definition } => {
             let api = ApiClient::new(&client)?;
             let path = format!("/v1/services/{}", path_segment(&definition.id));
-            let request = api.request(Method::PUT, &path).json(&ServiceBody::from(definition));
+            let request = api.request(Method::PUT, &path).json(&definition.to_body());
             (client, (api, request))
         }
         ServiceCommand::Deregister { client, id } => {

@@ -137,6 +137,7 @@ impl ServiceBody {
     pub fn into_definition(self, id: String) -> Result<ServiceDefinition, String> {
         check_text("name", &self.name, MAX_NAME)?;
         check_text("id", &id, MAX_NAME)?;
+        check_id(&id)?;
         if self.port == 0 {
             return Err("port must be a number from 1 to 65535".into());
         }
@@ -280,6 +281,23 @@ impl From<ServiceDefinition> for StoredService {
             deregister_after: body.deregister_after,
         }
     }
+}
+
+/// What a service id may be: ASCII letters, digits, `.`, `_` and `-`, 1 to 64 bytes, starting with a letter or a
+/// digit, so that it is one plain path segment of `/v1/services/{id}`.
+pub const SERVICE_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+
+fn check_id(id: &str) -> Result<(), String> {
+    let mut bytes = id.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Ok(());
+    }
+    Err(format!(
+        "service id {:?} must be ASCII letters, digits, '.', '_' and '-', starting with a letter or digit (give \
+         the flag an id=… of that form when the name is not one)",
+        short(id)
+    ))
 }
 
 /// 1 to `max` bytes, no control characters and no invisible formatting characters (the member record's rule).

@@ -252,12 +252,12 @@ impl EventLoop {
         self.metrics
             .cluster
             .check_duration
-            .get_or_create(&crate::metrics::cluster::CheckLabel { kind })
+            .get_or_create(&crate::metrics::CheckLabel { kind })
             .observe(done.took.as_secs_f64());
         if let Some(change) = self
             .cluster
             .services
-            .probe_finished(&done.request.id, done.outcome, Instant::now())
+            .probe_finished(&done.request, done.outcome, Instant::now())
         {
             self.on_local_health(change);
         }

@@ -1,7 +1,8 @@
 //! Where a check reaches its service: `HOST:PORT` for TCP and `http://HOST[:PORT][/PATH]` for HTTP, taken apart
 //! once by the same parser that validates definitions, so a probe never meets a target the node did not accept. Only
 //! what a plain HTTP/1.1 request needs is supported: no https (the node has no TLS client for checks), no user info
-//! (credentials would be persisted and announced), no fragment; hosts are IP literals or DNS names.
+//! (credentials would be persisted and announced), no fragment; hosts are loopback: the node checks
+//! services on its own machine, and the API can never make it probe another host.
 
 use std::{
     fmt,
@@ -74,6 +75,16 @@ impl Endpoint {
             (None, Some(port)) => port,
             (None, None) => return Err(format!("{text:?} should be HOST:PORT")),
         };
+        let local = match &host {
+            Host::Ip(ip) => ip.is_loopback(),
+            Host::Name(name) => name.eq_ignore_ascii_case("localhost"),
+        };
+        if !local {
+            return Err(format!(
+                "{host}: a check reaches the service on this machine, at 127.0.0.1, [::1] or localhost (the node \
+                 probes no other host)"
+            ));
+        }
         Ok(Endpoint { host, port })
     }
 }
