@@ -12,3 +12,4 @@ pub mod liveness;
 pub mod members;
 pub mod publish;
 pub mod rate_limit;
+pub mod route;
