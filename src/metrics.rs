@@ -19,8 +19,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
-pub use cluster::{CheckLabel, ClusterMetrics};
 use crate::{node::Buffered, policy::liveness::PeerState};
+pub use cluster::{CheckLabel, ClusterMetrics};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {

@@ -17,9 +17,7 @@ use super::{
 };
 use crate::{
     config::services::ServiceBody,
-    node::{
-        MAX_ROUTE_OWNERS, MemberFilter, MemberInfo, RouteAnswer, RouteRequest, ServiceFilter, ServiceInstance,
-    },
+    node::{MAX_ROUTE_OWNERS, MemberFilter, MemberInfo, RouteAnswer, RouteRequest, ServiceFilter, ServiceInstance},
     policy::members::MemberStatus,
     wire::members::Health,
 };
@@ -267,5 +265,6 @@ fn parse_health(text: &str) -> Result<Health, ApiError> {
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), ApiError> {
-    crate::config::members::parse_tag(text).map_err(|reason| ApiError::bad_request("invalid_query", format!("tag: {reason}")))
+    crate::config::members::parse_tag(text)
+        .map_err(|reason| ApiError::bad_request("invalid_query", format!("tag: {reason}")))
 }

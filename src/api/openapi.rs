@@ -197,14 +197,18 @@ mod tests {
     async fn the_document_lists_exactly_the_routes_the_router_serves() {
         let (router, document) = stopped_node_router().await;
         let documented = documented_routes(&document);
-        assert_eq!(documented.len(), 12, "{documented:?}");
+        assert_eq!(documented.len(), 18, "{documented:?}");
         for (method, path) in documented {
             let uri = path
                 .replace("{peer}", "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5")
-                .replace("{topic}", "probe");
+                .replace("{topic}", "probe")
+                .replace("{id}", "web")
+                .replace("{check}", "pass")
+                .replace("{key}", "user:42");
             let body = match path.as_str() {
                 "/v1/peers" if method == "POST" => r#"{"address": "/ip4/127.0.0.1/tcp/1"}"#,
                 "/v1/publish" => r#"{"topic": "probe", "data": "x"}"#,
+                "/v1/services/{id}" if method == "PUT" => r#"{"name": "web", "port": 8080}"#,
                 _ => "",
             };
             let (status, answer) = send(&router, &method, &uri, body).await;
@@ -224,6 +228,12 @@ mod tests {
     #[tokio::test]
     async fn the_document_says_what_the_derives_cannot() {
         let (_, document) = stopped_node_router().await;
+        let service_id = &document["paths"]["/v1/services/{id}"]["put"]["parameters"][0]["schema"]["pattern"];
+        assert_eq!(
+            service_id,
+            crate::config::services::SERVICE_ID_PATTERN,
+            "the id rule the node applies"
+        );
         assert_eq!(document["openapi"], "3.1.0");
         let publish = &document["components"]["schemas"]["PublishBody"];
         assert_eq!(publish["allOf"][1]["oneOf"][0]["required"], serde_json::json!(["data"]));

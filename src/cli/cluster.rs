@@ -201,7 +201,11 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
 
 fn ttl(args: TtlArgs, check: &str) -> anyhow::Result<(ClientArgs, (ApiClient, reqwest::RequestBuilder))> {
     let api = ApiClient::new(&args.client)?;
-    let path = format!("/v1/services/{}/{check}{}", path_segment(&args.id), query(&[("note", args.note)]));
+    let path = format!(
+        "/v1/services/{}/{check}{}",
+        path_segment(&args.id),
+        query(&[("note", args.note)])
+    );
     let request = api.request(Method::PUT, &path);
     Ok((args.client, (api, request)))
 }
@@ -224,7 +228,11 @@ fn members_table(members: &[MemberInfo]) -> String {
         .iter()
         .map(|m| {
             [
-                if m.local { format!("{} (this node)", m.name) } else { m.name.clone() },
+                if m.local {
+                    format!("{} (this node)", m.name)
+                } else {
+                    m.name.clone()
+                },
                 m.status.to_string() + if m.flapping { " (flapping)" } else { "" },
                 m.peer.to_string(),
                 format!("{:.2}", m.weight),
@@ -234,7 +242,11 @@ fn members_table(members: &[MemberInfo]) -> String {
                     .map(|s| format!("{}:{}", s.name, s.status))
                     .collect::<Vec<_>>()
                     .join(" "),
-                m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                m.tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ]
         })
         .collect();
@@ -273,7 +285,10 @@ fn route_table(answer: &RouteAnswer) -> String {
         })
         .collect();
     if rows.is_empty() {
-        return format!("no alive member can own {:?} ({} candidates)\n", answer.key, answer.candidates);
+        return format!(
+            "no alive member can own {:?} ({} candidates)\n",
+            answer.key, answer.candidates
+        );
     }
     table(&["#", "NAME", "PEER", "ADDRESS"], &rows)
 }

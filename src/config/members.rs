@@ -10,12 +10,14 @@ use super::{
     bounds::{count, duration},
     services::ServiceDefinition,
 };
-use crate::wire::members::{Health, Load, MAX_NAME, MAX_SERVICES, MAX_WEIGHT, MEMBERS_VERSION, MemberRecord, ServiceRecord};
+use crate::wire::members::{
+    Health, Load, MAX_NAME, MAX_SERVICES, MAX_WEIGHT, MEMBERS_VERSION, MemberRecord, ServiceRecord,
+};
 
 /// `--member-interval`: how often a node re-announces its record.
-pub const MEMBER_INTERVAL: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(3600);
+pub const MEMBER_INTERVAL: RangeInclusive<Duration> = Duration::from_millis(10)..=Duration::from_secs(3600);
 /// `--member-ttl`: how long a record stays alive unrenewed (it must also be longer than the interval).
-pub const MEMBER_TTL: RangeInclusive<Duration> = Duration::from_millis(200)..=Duration::from_secs(86_400);
+pub const MEMBER_TTL: RangeInclusive<Duration> = Duration::from_millis(20)..=Duration::from_secs(86_400);
 /// `--reap-after`: how long failed and left members stay in the view.
 pub const REAP_AFTER: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(30 * 86_400);
 /// Renewals a record may miss before it is suspect, by default.
@@ -66,7 +68,8 @@ impl MembersConfig {
 
     /// How long a record stays alive unrenewed.
     pub fn ttl(&self, heartbeat: Duration) -> Duration {
-        self.ttl.unwrap_or_else(|| self.interval(heartbeat) * DEFAULT_TTL_INTERVALS)
+        self.ttl
+            .unwrap_or_else(|| self.interval(heartbeat) * DEFAULT_TTL_INTERVALS)
     }
 
     /// Checks the settings and that a record with the configured tags and services keeps every record limit.
@@ -87,13 +90,22 @@ impl MembersConfig {
         }
         duration("reap-after", self.reap_after, REAP_AFTER)?;
         if !(self.weight.is_finite() && (0.0..=MAX_WEIGHT).contains(&self.weight)) {
-            return Err(ConfigError::new("weight", format!("must be a number from 0 to {MAX_WEIGHT}")));
+            return Err(ConfigError::new(
+                "weight",
+                format!("must be a number from 0 to {MAX_WEIGHT}"),
+            ));
         }
         count("service", self.services.len(), 0..=MAX_SERVICES)?;
-        if let Some(service) = self.services.iter().enumerate().find_map(|(i, s)| {
-            self.services[..i].iter().any(|other| other.id == s.id).then_some(s)
-        }) {
-            return Err(ConfigError::new("service", format!("service id {:?} is given twice", service.id)));
+        if let Some(service) = self
+            .services
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| self.services[..i].iter().any(|other| other.id == s.id).then_some(s))
+        {
+            return Err(ConfigError::new(
+                "service",
+                format!("service id {:?} is given twice", service.id),
+            ));
         }
         // The configured services as they are first announced (critical until checked).
         let services = self
@@ -154,7 +166,9 @@ pub fn host_name() -> String {
     let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
     let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
     match std::str::from_utf8(&buffer[..end]) {
-        Ok(name) if result == 0 && !name.is_empty() && name.len() <= MAX_NAME && !name.chars().any(char::is_control) => {
+        Ok(name)
+            if result == 0 && !name.is_empty() && name.len() <= MAX_NAME && !name.chars().any(char::is_control) =>
+        {
             name.to_owned()
         }
         _ => "swarmnode".to_owned(),

@@ -353,8 +353,10 @@ mod tests {
         );
         assert_eq!(serde_json::to_string(&definition.to_body()).unwrap(), EXAMPLE);
 
-        let both: ServiceBody =
-            serde_json::from_str(r#"{"name":"web","port":80,"check":{"http":"http://h/","tcp":"h:80"}}"#).unwrap();
+        let both: ServiceBody = serde_json::from_str(
+            r#"{"name":"web","port":80,"check":{"http":"http://localhost/","tcp":"localhost:80"}}"#,
+        )
+        .unwrap();
         assert!(both.into_definition("web".into()).unwrap_err().contains("exactly one"));
         let none: ServiceBody = serde_json::from_str(r#"{"name":"web","port":80,"check":{}}"#).unwrap();
         assert!(none.into_definition("web".into()).unwrap_err().contains("exactly one"));

@@ -93,14 +93,12 @@ impl Cluster {
         };
         // Fails at start when tags and services do not fit a signed record. In the view at once, so the first view
         // exchange already carries it; announced (with the listen addresses) at the first tick.
-        let (record, envelope) = cluster.next_record(&[], 0, false).context("this node's member record")?;
+        let (record, envelope) = cluster
+            .next_record(&[], 0, false)
+            .context("this node's member record")?;
         tracing::info!(incarnation, name = %record.name, services = record.services.len(), "member record ready");
         cluster.members.set_local(record, envelope, now);
         Ok(cluster)
-    }
-
-    pub fn incarnation(&self) -> u64 {
-        self.incarnation
     }
 
     /// Something in our record changed: announce it without waiting for the interval.
@@ -254,7 +252,13 @@ mod tests {
     fn loopback_addresses_are_announced_only_when_there_is_nothing_else() {
         let local: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         let lan: Multiaddr = "/ip4/10.1.2.3/tcp/1".parse().unwrap();
-        assert_eq!(announced_addresses(&[local.clone(), lan.clone()]), vec![lan.to_string()]);
-        assert_eq!(announced_addresses(std::slice::from_ref(&local)), vec![local.to_string()]);
+        assert_eq!(
+            announced_addresses(&[local.clone(), lan.clone()]),
+            vec![lan.to_string()]
+        );
+        assert_eq!(
+            announced_addresses(std::slice::from_ref(&local)),
+            vec![local.to_string()]
+        );
     }
 }

@@ -69,7 +69,9 @@ impl EventLoop {
             .filter(|instance| filter.name.as_ref().is_none_or(|name| instance.name == *name))
             .filter(|instance| filter.status.is_none_or(|status| instance.status == status))
             .collect();
-        listed.sort_by(|a, b| (&a.name, &a.member, a.peer.to_bytes(), &a.id).cmp(&(&b.name, &b.member, b.peer.to_bytes(), &b.id)));
+        listed.sort_by(|a, b| {
+            (&a.name, &a.member, a.peer.to_bytes(), &a.id).cmp(&(&b.name, &b.member, b.peer.to_bytes(), &b.id))
+        });
         listed
     }
 

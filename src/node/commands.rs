@@ -116,7 +116,12 @@ impl EventLoop {
             Command::DeregisterService { id, reply } => {
                 let _ = reply.send(self.deregister_service(&id));
             }
-            Command::UpdateTtl { id, health, note, reply } => {
+            Command::UpdateTtl {
+                id,
+                health,
+                note,
+                reply,
+            } => {
                 let _ = reply.send(self.update_ttl(&id, health, note));
             }
             Command::Shutdown => return ControlFlow::Break(()),

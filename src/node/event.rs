@@ -396,6 +396,20 @@ mod tests {
                 reason: "gossip score".into(),
                 duration_ms: 1,
             },
+            EventKind::Member {
+                peer,
+                name: "a".into(),
+                from: None,
+                to: Some(MemberStatus::Alive),
+                flapping: false,
+            },
+            EventKind::ServiceHealth {
+                peer,
+                service: "web".into(),
+                from: Some(Health::Passing),
+                to: Health::Critical,
+                output: "HTTP 500".into(),
+            },
         ];
         let names: Vec<&str> = kinds.iter().map(EventKind::name).collect();
         let mut every: Vec<&str> = EventKind::names().collect();

@@ -205,7 +205,13 @@ impl NodeHandle {
     /// Sets the health of a service with a TTL check and restarts its TTL.
     pub async fn update_ttl(&self, id: &str, health: Health, note: Option<String>) -> Result<(), NodeError> {
         let id = id.to_owned();
-        self.ask(|reply| Command::UpdateTtl { id, health, note, reply }).await?
+        self.ask(|reply| Command::UpdateTtl {
+            id,
+            health,
+            note,
+            reply,
+        })
+        .await?
     }
 
     /// Asks the node to stop; returns at once (await the node's task to know it has).

@@ -18,7 +18,10 @@ pub struct LoadSampler {
 impl LoadSampler {
     /// The busy share of the machine's CPU since the previous call (0 on the first), from 0 to 1.
     pub fn cpu(&mut self) -> f64 {
-        let Some(now) = std::fs::read_to_string("/proc/stat").ok().and_then(|text| parse_stat(&text)) else {
+        let Some(now) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|text| parse_stat(&text))
+        else {
             return 0.0;
         };
         let share = self.previous.map_or(0.0, |before| busy_share(before, now));

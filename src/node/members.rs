@@ -71,7 +71,13 @@ impl EventLoop {
     }
 
     /// Hands a checked record to the view and reports what changed; whether the view took it.
-    fn offer_member(&mut self, author: PeerId, record: MemberRecord, envelope: std::sync::Arc<[u8]>, age: Duration) -> bool {
+    fn offer_member(
+        &mut self,
+        author: PeerId,
+        record: MemberRecord,
+        envelope: std::sync::Arc<[u8]>,
+        age: Duration,
+    ) -> bool {
         let now = Instant::now();
         let before: Vec<(String, Health)> = self
             .cluster
@@ -91,7 +97,10 @@ impl EventLoop {
                     .map(|member| member.record.services.clone())
                     .unwrap_or_default();
                 for service in after {
-                    let from = before.iter().find(|(id, _)| *id == service.id).map(|(_, health)| *health);
+                    let from = before
+                        .iter()
+                        .find(|(id, _)| *id == service.id)
+                        .map(|(_, health)| *health);
                     if from != Some(service.status) {
                         self.emit(EventKind::ServiceHealth {
                             peer: author,
@@ -150,7 +159,9 @@ impl EventLoop {
                 } else {
                     MembersExchange::fitting(std::iter::empty())
                 };
-                self.metrics.cluster.count_bytes("sent", "exchange", exchange_bytes(&ours));
+                self.metrics
+                    .cluster
+                    .count_bytes("sent", "exchange", exchange_bytes(&ours));
                 // A peer gone meanwhile cannot be answered, which is fine.
                 let _ = self.swarm.behaviour_mut().members.send_response(channel, ours);
                 self.take_view(peer, request);
@@ -187,7 +198,12 @@ impl EventLoop {
         for entry in exchange.records {
             match MemberRecord::open(&entry.envelope) {
                 Ok((author, record)) => {
-                    self.offer_member(author, record, entry.envelope.into(), Duration::from_millis(entry.age_ms));
+                    self.offer_member(
+                        author,
+                        record,
+                        entry.envelope.into(),
+                        Duration::from_millis(entry.age_ms),
+                    );
                 }
                 Err(e) => {
                     refused += 1;

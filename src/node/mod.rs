@@ -62,9 +62,9 @@ use self::{
     behaviour::{Behaviour, LEAVE_TIMEOUT},
     cluster::Cluster,
     commands::PendingPublish,
-    members::ProbeDone,
     event_bus::EventSender,
     handle::{Command, Reply},
+    members::ProbeDone,
     publish_budget::PublishBudget,
 };
 use crate::{

@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn every_flag_key_lands_in_its_field() {
         let definition = parse(
-            "api=9000,tag=a,tag=b,check=tcp://db.internal:5432,interval=5s,timeout=1s,id=api-1,deregister_after=1m",
+            "api=9000,tag=a,tag=b,check=tcp://localhost:5432,interval=5s,timeout=1s,id=api-1,deregister_after=1m",
         );
         assert_eq!(definition.id, "api-1");
         assert_eq!(definition.tags, ["a", "b"]);
@@ -138,7 +138,7 @@ mod tests {
             definition.check,
             Some(Check {
                 kind: CheckKind::Tcp {
-                    address: "db.internal:5432".into()
+                    address: "localhost:5432".into()
                 },
                 interval: 5 * SEC,
                 timeout: SEC,
@@ -151,9 +151,9 @@ mod tests {
 
     #[test]
     fn a_short_interval_alone_gets_a_timeout_of_half_of_it() {
-        let check = parse("web=80,check=http://h/,interval=1s").check.unwrap();
+        let check = parse("web=80,check=http://localhost/,interval=1s").check.unwrap();
         assert_eq!(check.timeout, SEC / 2);
-        let fastest = parse("web=80,check=http://h/,interval=100ms").check.unwrap();
+        let fastest = parse("web=80,check=http://localhost/,interval=100ms").check.unwrap();
         assert_eq!(fastest.timeout, *TIMEOUT.start());
     }
 
@@ -185,19 +185,22 @@ mod tests {
             ("web=80,check=ttl:soon", "ttl \"soon\""),
             ("web=80,check=ttl:50ms", "ttl 50ms: must be between 100ms and 1day"),
             (
-                "web=80,check=http://h/,interval=50ms",
+                "web=80,check=http://localhost/,interval=50ms",
                 "interval 50ms: must be between 100ms and 1h",
             ),
-            ("web=80,check=http://h/,interval=2h", "interval 2h: must be between"),
             (
-                "web=80,check=http://h/,timeout=10s",
+                "web=80,check=http://localhost/,interval=2h",
+                "interval 2h: must be between",
+            ),
+            (
+                "web=80,check=http://localhost/,timeout=10s",
                 "timeout 10s must be shorter than interval 10s",
             ),
             (
-                "web=80,check=http://h/,timeout=10ms",
+                "web=80,check=http://localhost/,timeout=10ms",
                 "timeout 10ms: must be between 50ms and 5m",
             ),
-            ("web=80,check=http://h/,timeout=1x", "timeout \"1x\""),
+            ("web=80,check=http://localhost/,timeout=1x", "timeout \"1x\""),
             ("web=80,deregister_after=1m", "deregister_after needs a check"),
             (
                 "web=80,check=ttl:1s,deregister_after=31days",
@@ -216,8 +219,8 @@ mod tests {
     #[test]
     fn each_range_holds_at_its_ends() {
         for flag in [
-            "web=65535,check=http://h/,interval=100ms,timeout=50ms",
-            "web=1,check=http://h/,interval=1h,timeout=5m",
+            "web=65535,check=http://localhost/,interval=100ms,timeout=50ms",
+            "web=1,check=http://localhost/,interval=1h,timeout=5m",
             "web=80,check=ttl:100ms,deregister_after=1s",
             "web=80,check=ttl:24h,deregister_after=30days",
         ] {
