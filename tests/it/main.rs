@@ -19,6 +19,7 @@ mod identity;
 mod limits;
 mod liveness;
 mod mdns;
+mod member_flood;
 mod members;
 mod port_flood;
 mod private;

@@ -1,5 +1,6 @@
-//! A bare libp2p peer that is not a swarmnode: TCP + Noise + Yamux, gossipsub, and our admission protocol, so a test
-//! can present any certificate bytes, publish anything (signed or not) and see what a swarmnode sends it. It runs in
+//! A bare libp2p peer that is not a swarmnode: TCP + Noise + Yamux, gossipsub, our admission protocol and the
+//! members view exchange, so a test can present any certificate bytes, publish anything (signed or not) on any
+//! topic, send any view, and see what a swarmnode sends it. It runs in
 //! its own task; the test sends it closures to run on its swarm and reads its events from a channel.
 
 use std::{
@@ -18,7 +19,10 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux,
 };
-use swarmnode::wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse};
+use swarmnode::wire::{
+    admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse},
+    members::{MAX_EXCHANGE_BYTES, MEMBERS_PROTOCOL, MembersExchange},
+};
 use tokio::sync::mpsc;
 
 use super::DEADLINE;
@@ -27,6 +31,7 @@ use super::DEADLINE;
 pub struct RawBehaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub admission: cbor::Behaviour<AdmissionRequest, AdmissionResponse>,
+    pub members: cbor::Behaviour<MembersExchange, MembersExchange>,
 }
 
 type Job = Box<dyn FnOnce(&mut Swarm<RawBehaviour>) + Send>;
@@ -77,6 +82,13 @@ impl RawPeer {
                     gossipsub: gossipsub::Behaviour::new(authenticity, config).expect("gossipsub"),
                     admission: cbor::Behaviour::new(
                         [(ADMISSION_PROTOCOL, ProtocolSupport::Full)],
+                        request_response::Config::default(),
+                    ),
+                    members: cbor::Behaviour::with_codec(
+                        cbor::codec::Codec::default()
+                            .set_request_size_maximum(MAX_EXCHANGE_BYTES as u64)
+                            .set_response_size_maximum(MAX_EXCHANGE_BYTES as u64),
+                        [(MEMBERS_PROTOCOL, ProtocolSupport::Full)],
                         request_response::Config::default(),
                     ),
                 }
@@ -135,11 +147,16 @@ impl RawPeer {
 
     /// Publishes `data` on the `swarmnode` topic (errors, e.g. no peers yet, are ignored: tests look at effects).
     pub fn publish(&self, data: Vec<u8>) {
+        self.publish_on("swarmnode", data);
+    }
+
+    /// Publishes `data` on `topic`, ignoring errors as `publish` does.
+    pub fn publish_on(&self, topic: &'static str, data: Vec<u8>) {
         self.run(move |swarm| {
             let _ = swarm
                 .behaviour_mut()
                 .gossipsub
-                .publish(gossipsub::IdentTopic::new("swarmnode"), data);
+                .publish(gossipsub::IdentTopic::new(topic), data);
         });
     }
 

@@ -1,0 +1,123 @@
+//! Hostile member records: a peer that publishes junk or forged records on the members topic is refused record by
+//! record (and its own valid record still taken), and a view exchange stuffed with thousands of validly signed
+//! records of made-up members leaves the view within its count bound, shrinking back once they are reaped.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use libp2p::{identity::Keypair, swarm::SwarmEvent};
+use swarmnode::{
+    config::NodeConfig,
+    node::MemberFilter,
+    policy::members::{MemberLimits, MemberStatus},
+    wire::members::{ExchangedRecord, Load, MEMBERS_TOPIC, MEMBERS_VERSION, MemberRecord, MembersExchange},
+};
+
+use crate::support::{
+    TestNode, eventually,
+    raw_peer::{RawPeer, Signing},
+};
+
+fn record(name: &str, seq: u64) -> MemberRecord {
+    MemberRecord {
+        v: MEMBERS_VERSION,
+        incarnation: 1,
+        seq,
+        name: name.into(),
+        tags: BTreeMap::from([("lang".into(), "rust".into())]),
+        services: Vec::new(),
+        weight: 1.0,
+        load: Load::default(),
+        addrs: Vec::new(),
+        left: false,
+    }
+}
+
+fn quick_reaping(config: &mut NodeConfig) {
+    config.members.interval = Some(Duration::from_millis(300));
+    config.members.ttl = Some(Duration::from_secs(1));
+    config.members.reap_after = Duration::from_secs(1);
+}
+
+async fn connected(node: &TestNode, raw: &mut RawPeer) {
+    raw.dial(node.tcp_address.clone());
+    raw.wait_for("the connection", |event| {
+        matches!(event, SwarmEvent::ConnectionEstablished { .. }).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_and_forged_records_are_refused_and_a_valid_one_taken() {
+    let node = TestNode::start(quick_reaping).await;
+    let key = Keypair::generate_ed25519();
+    let mut raw = RawPeer::start(key.clone(), Signing::Signed);
+    connected(&node, &mut raw).await;
+    let someone_else = Keypair::generate_ed25519();
+    let forged = record("forged", 1).seal(&someone_else).unwrap();
+    let junk = vec![0xff; 64];
+    let author = raw.peer_id;
+    let own = record("raw", 1);
+    // The node subscribes to the members topic; wait until the raw peer knows, or the publishes go nowhere.
+    eventually("the node's members subscription reaches the raw peer", || async {
+        let peer = node.peer_id;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        raw.run(move |swarm| {
+            let subscribed = swarm
+                .behaviour()
+                .gossipsub
+                .all_peers()
+                .any(|(p, topics)| *p == peer && topics.iter().any(|t| t.as_str() == MEMBERS_TOPIC));
+            let _ = tx.send(subscribed);
+        });
+        rx.await.unwrap_or(false)
+    })
+    .await;
+    raw.publish_on(MEMBERS_TOPIC, junk);
+    raw.publish_on(MEMBERS_TOPIC, forged);
+    raw.publish_on(MEMBERS_TOPIC, own.seal(&key).unwrap());
+    eventually("the raw peer's own record is taken", || async {
+        let members = node.handle.members(MemberFilter::default()).await.unwrap();
+        members.iter().any(|m| m.peer == author && m.name == "raw" && m.status == MemberStatus::Alive)
+    })
+    .await;
+    let members = node.handle.members(MemberFilter::default()).await.unwrap();
+    assert!(members.iter().all(|m| m.name != "forged"), "a record about another peer is not taken from this one");
+    eventually("both bad records are counted", || async {
+        node.status().await.rejected_messages.get("member_record").copied().unwrap_or(0) >= 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuffed_view_exchange_stays_within_the_view_bound_and_is_reaped() {
+    let node = TestNode::start(quick_reaping).await;
+    let mut raw = RawPeer::start(Keypair::generate_ed25519(), Signing::Signed);
+    connected(&node, &mut raw).await;
+    let limit = MemberLimits::default().max_members;
+    let records: Vec<ExchangedRecord> = (0..limit + 200)
+        .map(|i| ExchangedRecord {
+            envelope: record(&format!("fake-{i}"), 1)
+                .seal(&Keypair::generate_ed25519())
+                .unwrap(),
+            age_ms: 0,
+        })
+        .collect();
+    let exchange = MembersExchange {
+        v: MEMBERS_VERSION,
+        records,
+    };
+    let target = node.peer_id;
+    raw.run(move |swarm| {
+        swarm.behaviour_mut().members.send_request(&target, exchange);
+    });
+    eventually("the view fills up to its bound", || async {
+        node.handle.members(MemberFilter::default()).await.unwrap().len() == limit
+    })
+    .await;
+    eventually("the made-up members fail and are reaped", || async {
+        let members = node.handle.members(MemberFilter::default()).await.unwrap();
+        members.len() == 1 && members[0].local
+    })
+    .await;
+    assert!(node.handle.status().await.is_ok(), "the node carries on");
+}
