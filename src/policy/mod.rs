@@ -10,3 +10,4 @@ pub mod inbound;
 pub mod liveness;
 pub mod publish;
 pub mod rate_limit;
+pub mod route;
