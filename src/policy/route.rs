@@ -3,7 +3,9 @@
 //! membership moves only the keys of the member that came or went (about 1/N of them), where `hash mod N` would move
 //! nearly all. For key k and member m, `h = xxh3_64(m's peer id bytes ‖ k)` with the fixed [`HASH_SEED`], mapped into
 //! the open interval (0,1); m's score is `-w / ln(h)` and the highest score owns k. The scores are exponential races
-//! with rates w, so a member's expected share of the keys is `w / Σw`.
+//! with rates w, so a member's expected share of the keys is `w / Σw`. The tests hold both to within 5 standard
+//! deviations of the binomial count over 10 000 keys: the keys moved by a join (all of them to the newcomer) and each
+//! member's share for weights 1, 2, 3, 4.
 //!
 //! Nothing here may depend on the build or the machine: the hash is fixed (never `DefaultHasher`, whose output is not
 //! stable across builds), and the logarithm is computed with IEEE basic operations only, because `f64::ln` is
@@ -213,7 +215,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(8))]
 
         /// Each of the KEYS keys moves to the newcomer with chance 1/(N+1): the count must be within 5 sigma of the
-        /// binomial mean (about ±9 % of it for N = 5, ±35 % for N = 49), and no key moves anywhere else.
+        /// binomial mean (about ±11 % of it for N = 5, ±35 % for N = 49), and no key moves anywhere else.
         #[test]
         fn adding_a_member_moves_about_one_key_in_n_plus_one_all_to_it(seed in any::<u64>(), members in 5usize..50) {
             let peers = peer_ids(seed, members + 1);
@@ -296,7 +298,7 @@ mod tests {
                 owned[owners(&candidates, &key, 1)[0]] += 1;
             }
             for (count, weight) in owned.iter().zip(weights) {
-                // Within 5 sigma of w/Σw: about ±16 % of the share for weight 1, ±6 % for weight 4.
+                // Within 5 sigma of w/Σw: about ±15 % of the share for weight 1, ±6 % for weight 4.
                 let bound = five_sigma(KEYS, weight / 10.0);
                 assert!(
                     bound.contains(&(*count as f64)),
