@@ -24,11 +24,15 @@ use crate::{
         route::dynamic_weight,
     },
     security::secret_file::write_secret,
-    wire::members::{Load, MAX_ADDRESSES, MemberRecord},
+    wire::members::{Load, MAX_ADDRESSES, MemberRecord, RecordError},
 };
 
 /// Health checks running at once at most.
 pub const MAX_CHECKS_IN_FLIGHT: usize = 8;
+/// Least time between two of our records on gossip.
+pub const MIN_PUBLISH_GAP: Duration = Duration::from_millis(200);
+/// Check outputs are cut to this many bytes when the full ones would not fit the record.
+const SHORT_OUTPUT: usize = 48;
 /// Largest `incarnation` or `services.json` file read back.
 const MAX_STATE_FILE: usize = 1 << 20;
 
@@ -43,6 +47,8 @@ pub(super) struct Cluster {
     next_announce: Instant,
     /// Something in our record changed since it was last announced: announce at the next tick.
     changed: bool,
+    /// When our record last went out on gossip.
+    last_published: Option<Instant>,
     load: LoadSampler,
     services_file: PathBuf,
     /// Ids of the services registered through the API (persisted); the others come from `--service`.
@@ -87,6 +93,7 @@ impl Cluster {
             interval,
             next_announce: now,
             changed: true,
+            last_published: None,
             load: LoadSampler::default(),
             services_file,
             api_services,
@@ -109,6 +116,21 @@ impl Cluster {
     /// Whether our record is due: the interval came round, or something changed.
     pub fn announce_due(&self, now: Instant) -> bool {
         self.changed || now >= self.next_announce
+    }
+
+    /// Whether a record may go out on gossip now: at most one per `MIN_PUBLISH_GAP`, however often an application
+    /// reports its services, so the swarm's membership traffic stays bounded. A record held back is still our own
+    /// entry at once, and goes out at a later tick.
+    pub fn may_publish(&mut self, now: Instant) -> bool {
+        if self
+            .last_published
+            .is_some_and(|at| now.saturating_duration_since(at) < MIN_PUBLISH_GAP)
+        {
+            self.changed = true;
+            return false;
+        }
+        self.last_published = Some(now);
+        true
     }
 
     /// Our next record (sequence raised), signed, and set as our own entry in the view.
@@ -149,10 +171,23 @@ impl Cluster {
             .record(self.incarnation, self.seq, self.services.records(), load, weight);
         record.addrs = announced_addresses(listen);
         record.left = left;
-        let envelope = record
-            .seal(&self.keypair)
+        let envelope = seal_fitting(&mut record, &self.keypair)
             .map_err(|e| anyhow::anyhow!("{e}: fewer or shorter --tag and --service values would fit"))?;
         Ok((record, envelope.into()))
+    }
+
+    /// Whether our record with the services as registered now still fits its size limit (asked before a
+    /// registration is kept, so the API cannot make the node's record unsendable).
+    pub fn record_fits(&self) -> Result<(), RecordError> {
+        let mut record = self.config.record(
+            self.incarnation,
+            self.seq,
+            self.services.records(),
+            Load::default(),
+            self.config.weight,
+        );
+        record.addrs = vec!["/ip6/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/udp/65535/quic-v1".into(); MAX_ADDRESSES];
+        seal_fitting(&mut record, &self.keypair).map(|_| ())
     }
 
     /// Writes the services registered through the API to the data directory (after each register or deregister).
@@ -180,6 +215,26 @@ impl Cluster {
     pub fn is_api_service(&self, id: &str) -> bool {
         self.api_services.contains(id)
     }
+}
+
+/// Seals `record`; when check outputs make it too large, they are shortened (then dropped) until it fits, since a
+/// record that cannot be sent would make the node look dead.
+fn seal_fitting(record: &mut MemberRecord, keypair: &Keypair) -> Result<Vec<u8>, RecordError> {
+    let mut sealed = record.seal(keypair);
+    for keep in [SHORT_OUTPUT, 0] {
+        if !matches!(sealed, Err(RecordError::TooLarge(_))) {
+            break;
+        }
+        for service in &mut record.services {
+            let mut end = service.output.len().min(keep);
+            while !service.output.is_char_boundary(end) {
+                end -= 1;
+            }
+            service.output.truncate(end);
+        }
+        sealed = record.seal(keypair);
+    }
+    sealed
 }
 
 /// The addresses we announce: our listen addresses without loopback ones when there are others (services on

@@ -134,12 +134,24 @@ impl EventLoop {
     /// Registers (or replaces) one of our services through the API; it is kept in the data directory.
     pub(super) fn register_service(&mut self, definition: ServiceDefinition) -> Result<(), NodeError> {
         let id = definition.id.clone();
+        let previous = self.cluster.services.definitions().find(|d| d.id == id).cloned();
         self.cluster
             .services
             .register(definition, Instant::now())
             .map_err(service_error)?;
+        if let Err(e) = self.cluster.record_fits() {
+            // Put back what was there: the registry never holds more than a record can carry.
+            let _ = self.cluster.services.deregister(&id);
+            if let Some(previous) = previous {
+                let _ = self.cluster.services.register(previous, Instant::now());
+            }
+            return Err(NodeError::InvalidService {
+                reason: format!("with this service the node's member record would not fit: {e}"),
+            });
+        }
         self.cluster.set_api_service(&id, true);
-        self.cluster.mark_changed();
+        // Announced at once, so every view (ours included) shows it from now on.
+        self.announce_record(false);
         self.cluster.persist_services().map_err(|e| NodeError::Storage {
             reason: format!("{e:#}"),
         })
@@ -149,7 +161,7 @@ impl EventLoop {
         self.cluster.services.deregister(id).map_err(service_error)?;
         let persisted = self.cluster.is_api_service(id);
         self.cluster.set_api_service(id, false);
-        self.cluster.mark_changed();
+        self.announce_record(false);
         if persisted {
             self.cluster.persist_services().map_err(|e| NodeError::Storage {
                 reason: format!("{e:#}"),
@@ -167,10 +179,9 @@ impl EventLoop {
             .map_err(service_error)?
         {
             self.on_local_health(change);
-        } else {
-            // The same status: still re-announced soon, so a changed note reaches the others.
-            self.cluster.mark_changed();
         }
+        // Also with the same status: a changed note reaches the others, and our own view shows it at once.
+        self.announce_record(false);
         Ok(())
     }
 }

@@ -292,18 +292,22 @@ impl EventLoop {
         self.cluster.mark_changed();
     }
 
-    /// Signs and publishes our record (`left` once, when shutting down). Alone in the swarm, gossipsub has nobody to
-    /// send it to; that is not an error.
+    /// Signs our record, makes it our own entry, and publishes it (`left` once, when shutting down, always goes
+    /// out). Alone in the swarm, gossipsub has nobody to send it to; that is not an error.
     pub(super) fn announce_record(&mut self, left: bool) {
         let listen: Vec<_> = self.swarm.listeners().cloned().collect();
         let connections = self.swarm.connected_peers().count();
-        let envelope = match self.cluster.announce(&listen, connections, left, Instant::now()) {
+        let now = Instant::now();
+        let envelope = match self.cluster.announce(&listen, connections, left, now) {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::error!("cannot announce our member record: {e:#}");
                 return;
             }
         };
+        if !left && !self.cluster.may_publish(now) {
+            return;
+        }
         let bytes = envelope.len();
         match self
             .swarm

@@ -23,6 +23,7 @@ mod member_flood;
 mod members;
 mod port_flood;
 mod private;
+mod services;
 mod swarm;
 mod transports;
 mod validation;

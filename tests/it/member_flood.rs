@@ -77,13 +77,24 @@ async fn junk_and_forged_records_are_refused_and_a_valid_one_taken() {
     raw.publish_on(MEMBERS_TOPIC, own.seal(&key).unwrap());
     eventually("the raw peer's own record is taken", || async {
         let members = node.handle.members(MemberFilter::default()).await.unwrap();
-        members.iter().any(|m| m.peer == author && m.name == "raw" && m.status == MemberStatus::Alive)
+        members
+            .iter()
+            .any(|m| m.peer == author && m.name == "raw" && m.status == MemberStatus::Alive)
     })
     .await;
     let members = node.handle.members(MemberFilter::default()).await.unwrap();
-    assert!(members.iter().all(|m| m.name != "forged"), "a record about another peer is not taken from this one");
+    assert!(
+        members.iter().all(|m| m.name != "forged"),
+        "a record about another peer is not taken from this one"
+    );
     eventually("both bad records are counted", || async {
-        node.status().await.rejected_messages.get("member_record").copied().unwrap_or(0) >= 2
+        node.status()
+            .await
+            .rejected_messages
+            .get("member_record")
+            .copied()
+            .unwrap_or(0)
+            >= 2
     })
     .await;
 }
