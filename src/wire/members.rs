@@ -58,6 +58,7 @@ pub enum Health {
 #[serde(default)]
 pub struct Load {
     /// Share of the machine's CPU time that was busy over the last interval, 0 to 1.
+    #[serde(deserialize_with = "number")]
     pub cpu: f64,
     /// Resident memory of the node's process, in bytes.
     pub rss: u64,
@@ -96,6 +97,7 @@ pub struct MemberRecord {
     #[serde(default)]
     pub services: Vec<ServiceRecord>,
     /// The routing weight the node advertises (static `--weight`, scaled by spare CPU with `--dynamic-weight`).
+    #[serde(deserialize_with = "number")]
     pub weight: f64,
     #[serde(default)]
     pub load: Load,
@@ -237,6 +239,31 @@ impl MembersExchange {
     }
 }
 
+/// A number as any encoder may write it: a 16-, 32- or 64-bit float, or an integer (`cbor2` with `canonical=True`
+/// writes 1.0 as a 16-bit float, JavaScript encoders write whole numbers as integers).
+fn number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    struct Number;
+    impl serde::de::Visitor<'_> for Number {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_f32<E>(self, v: f32) -> Result<f64, E> {
+            Ok(f64::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+    }
+    deserializer.deserialize_any(Number)
+}
+
 fn invalid<T>(reason: String) -> Result<T, RecordError> {
     Err(RecordError::Invalid(reason))
 }
@@ -365,6 +392,25 @@ mod tests {
         assert_eq!(record.weight, 1.0);
         assert!(record.tags.is_empty() && record.services.is_empty() && !record.left);
         record.check().unwrap();
+    }
+
+    #[test]
+    fn numbers_are_read_in_every_width_and_as_integers() {
+        // {"v": 1, "incarnation": 1, "seq": 0, "name": "py", "weight": W}
+        let with_weight = |weight: &[u8]| {
+            let mut bytes = vec![0xa5, 0x61, b'v', 0x01, 0x6b];
+            bytes.extend_from_slice(b"incarnation");
+            bytes.extend_from_slice(&[
+                0x01, 0x63, b's', b'e', b'q', 0x00, 0x64, b'n', b'a', b'm', b'e', 0x62, b'p', b'y',
+            ]);
+            bytes.extend_from_slice(&[0x66, b'w', b'e', b'i', b'g', b'h', b't']);
+            bytes.extend_from_slice(weight);
+            decode_cbor::<MemberRecord>(&bytes).map(|r| r.weight)
+        };
+        assert_eq!(with_weight(&[0xf9, 0x3c, 0x00]), Ok(1.0), "16-bit");
+        assert_eq!(with_weight(&[0xfa, 0x40, 0x20, 0x00, 0x00]), Ok(2.5), "32-bit");
+        assert_eq!(with_weight(&[0x03]), Ok(3.0), "an integer");
+        assert!(with_weight(&[0x61, b'x']).is_err(), "text is not a weight");
     }
 
     #[test]

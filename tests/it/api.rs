@@ -587,34 +587,33 @@ async fn every_documented_route_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_disconnect_also_stops_the_redials_of_a_peer_that_dropped() {
     let node = ApiNode::start(|_| {}, None).await;
-    let mut other = TestNode::start(|_| {}).await;
-    let connect = json!({"address": other.tcp_address.to_string()});
+    // A process killed outright: a drop, not a graceful leave (which would make the peer `left`, not redialled).
+    let mut dropped = crate::support::binary::RunningBinary::loopback(&[]);
+    let other_peer: libp2p::PeerId = dropped.peer_id().parse().unwrap();
+    let connect = json!({"address": dropped.address()});
     let (status, _) = node.call(Method::POST, "/v1/peers", Some(connect)).await;
     assert_eq!(status, StatusCode::OK);
-    other.stop().await;
+    dropped.signal_and_wait("KILL");
     eventually("the dropped peer to be redialled", || async {
         matches!(
-            peer_state(&node, other.peer_id).await,
+            peer_state(&node, other_peer).await,
             Some((state, _)) if state == "disconnected" || state == "reconnecting"
         )
     })
     .await;
     let (status, answer) = node
-        .call(Method::DELETE, &format!("/v1/peers/{}", other.peer_id), None)
+        .call(Method::DELETE, &format!("/v1/peers/{}", other_peer), None)
         .await;
     assert_eq!(
         (status, &answer["disconnected"], &answer["blocked_for_ms"]),
         (StatusCode::OK, &json!(false), &json!(600_000)),
         "{answer}"
     );
-    eventually("the peer to be removed", || {
-        is_in_state(&node, other.peer_id, "removed")
-    })
-    .await;
+    eventually("the peer to be removed", || is_in_state(&node, other_peer, "removed")).await;
     // An absence, so watched for a while: twice the first redial delay (1 s), when a redial would be due.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
-        is_in_state(&node, other.peer_id, "removed").await,
+        is_in_state(&node, other_peer, "removed").await,
         "no redials after the block"
     );
     let (status, _) = node
