@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cross-language interop: a py-libp2p 0.8.1 peer (tests/interop/py_peer.py) against swarmnode processes on
 # 127.0.0.1, with mDNS off: connections over Noise and TLS both ways, ping, identify, gossipsub envelopes both ways, a
-# raw payload rejected, Kademlia lookups through a third node both ways; then examples/python/swarm_client.py
-# against a live node. Prints the matrix; exits non-zero on any failure that is not listed as expected.
+# raw payload rejected, Kademlia lookups through a third node both ways; membership both ways (the py peer's signed
+# member record alive on two nodes, then suspect and failed when it goes quiet, alive again; swarmnode's records
+# opened in Python; a forged record refused); then examples/python/swarm_client.py against a live node. Prints the matrix; exits non-zero on any failure that is not listed as expected.
 # Usage: scripts/interop-py.sh   (installs py-libp2p from PyPI into target/interop-venv on first use; builds
 # target/debug/swarmnode)
 set -euo pipefail
@@ -23,5 +24,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import libp2p, cbor2'
     fi
 fi
 cargo build --quiet
-exec "$venv/bin/python" -u tests/interop/py_peer.py --swarmnode target/debug/swarmnode \
+# -B: no __pycache__ beside the harness and its helper module in the work tree.
+exec "$venv/bin/python" -u -B tests/interop/py_peer.py --swarmnode target/debug/swarmnode \
     --example examples/python/swarm_client.py 2> target/interop-py.log

@@ -1,9 +1,10 @@
 """Interop harness: a py-libp2p peer against real swarmnode processes on 127.0.0.1.
 
 Run by scripts/interop-py.sh (which makes the venv and builds swarmnode). The py peer is TCP + Noise or TLS + Yamux,
-with identify, ping, gossipsub and Kademlia, configured as docs/interop.md tells another implementation to be. It
-prints a matrix (capability x direction -> pass / fail / expected fail, with detail) and exits non-zero on any
-unexpected failure. Every wait has a deadline; nothing sends anywhere but loopback.
+with identify, ping, gossipsub and Kademlia, configured as docs/interop.md tells another implementation to be; it
+also joins the swarm's membership as a member of its own (signed member records built by member_record.py from
+docs/protocol.md). It prints a matrix (capability x direction -> pass / fail / expected fail, with detail) and exits
+non-zero on any unexpected failure. Every wait has a deadline; nothing sends anywhere but loopback.
 """
 
 import argparse
@@ -37,6 +38,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE, Transport as NoiseTransport
 from libp2p.security.tls.transport import PROTOCOL_ID as TLS, TLSTransport
 from libp2p.tools.anyio_service import background_trio_service
+
+import member_record
 
 TOPIC = "swarmnode"
 DEADLINE = 30.0
@@ -380,6 +383,238 @@ async def kad_cases(matrix: Matrix, binary: str):
         await in_thread(b.stop)
 
 
+# Membership with fast timers, so that a silent member is suspect after 1 s and failed after 3 s.
+MEMBER_TTL = 1.0
+MEMBER_TIMERS = ["--member-interval", "300ms", "--member-ttl", "1s"]
+# How often the py peer renews its record, and the most renewals one announcer sends (a bound on its traffic).
+RENEW_EVERY = 0.4
+MAX_RENEWALS = int(2 * DEADLINE / RENEW_EVERY)
+PY_MEMBER = "py-peer"
+PY_TAGS = {"lang": "python", "impl": "py-libp2p"}
+PY_SERVICE = "py-api"
+
+
+class Announcer:
+    """The py peer as a swarm member: its record, sealed with its identity key (the key gossipsub signs with) and
+    published with a rising seq every RENEW_EVERY s from `run` until `stop`."""
+
+    def __init__(self, peer: PyPeer):
+        self.peer = peer
+        self.incarnation = int(time.time())
+        self.seq = 0
+        self.first_sent: float | None = None
+        self.last_sent: float | None = None
+        self._stop = trio.Event()
+
+    def record(self) -> dict:
+        return {"v": 1, "incarnation": self.incarnation, "seq": self.seq, "name": PY_MEMBER, "weight": 1.0,
+                "tags": PY_TAGS, "addrs": [self.peer.address()],
+                # A TTL-style check: the py peer reports its own service's health.
+                "services": [{"id": PY_SERVICE, "name": PY_SERVICE, "port": 9000, "tags": ["python"],
+                              "status": "passing", "output": "reported by the py peer"}]}
+
+    async def run(self):
+        """Publishes until stopped (or MAX_RENEWALS records); when this run's first and last records were sent stay
+        in first_sent and last_sent."""
+        self._stop = trio.Event()
+        self.first_sent = None
+        for _ in range(MAX_RENEWALS):
+            self.seq += 1
+            envelope = member_record.seal(self.peer.key_pair.private_key, self.record())
+            # Taken before the bytes leave, so a receiver's timers cannot start earlier than this.
+            self.last_sent = trio.current_time()
+            self.first_sent = self.first_sent or self.last_sent
+            await self.peer.pubsub.publish(member_record.TOPIC, envelope)
+            with trio.move_on_after(RENEW_EVERY):
+                await self._stop.wait()
+            if self._stop.is_set():
+                return
+
+    def stop(self):
+        self._stop.set()
+
+
+class RecordListener:
+    """Opens every record heard on the members topic: who signed it, that the signer is the gossipsub `from`, and
+    the fields; keeps (incarnation, seq, name) per author and every refusal."""
+
+    def __init__(self):
+        self.heard: dict[str, list[tuple[int, int, str]]] = {}
+        self.refused: list[str] = []
+
+    async def run(self, subscription):
+        while True:
+            message = await subscription.get()
+            publisher = PeerID(message.from_id)
+            try:
+                author, record = member_record.open_record(message.data)
+                if author != publisher:
+                    raise member_record.RecordError(f"signed by {author} but published by {publisher}")
+            except Exception as error:  # whatever is wrong with a record, it is a refusal to report
+                self.refused.append(f"from {publisher}: {type(error).__name__}: {error}")
+                continue
+            self.heard.setdefault(author.to_base58(), []).append(
+                (record["incarnation"], record["seq"], record["name"]))
+
+
+async def member_row(node: Node, peer_id: str) -> dict | None:
+    rows = await in_thread(node.get, "/v1/members")
+    return next((row for row in rows if row["peer"] == peer_id), None)
+
+
+async def status_change(node: Node, peer_id: str, status: str, deadline: float) -> tuple[dict, float]:
+    """The member's row once `node` shows it in `status`, and when (trio clock) the node made that change."""
+    async def in_status():
+        row = await member_row(node, peer_id)
+        return row if row and row["status"] == status else None
+
+    row = await eventually(in_status, f"{node.name} showing {peer_id} {status}", deadline)
+    return row, trio.current_time() - row["status_age_ms"] / 1000
+
+
+async def status_changes(nodes, peer_id: str, statuses: tuple[str, ...], deadline: float) -> dict:
+    """When (trio clock) each node moved the member into each of `statuses`, watching all nodes at once: every
+    status must be seen while it lasts, so the polling period (0.1 s) must be shorter than each but the last."""
+    changes: dict[tuple[str, str], float] = {}
+
+    async def all_seen():
+        for node in nodes:
+            row = await member_row(node, peer_id)
+            if row and row["status"] in statuses:
+                changes.setdefault((node.name, row["status"]), trio.current_time() - row["status_age_ms"] / 1000)
+        return len(changes) == len(nodes) * len(statuses)
+
+    try:
+        await eventually(all_seen, f"{[node.name for node in nodes]} showing {peer_id} {' then '.join(statuses)}",
+                         deadline)
+    except AssertionError as error:
+        raise AssertionError(f"{error} (seen: {sorted(changes)})") from None
+    return changes
+
+
+async def members_cases(matrix: Matrix, binary: str):
+    """The py peer as a member of a two-node swarm it reaches through A only: its record on both nodes, its failure
+    when it goes quiet, its return; swarmnode's records opened in Python; a forged record refused."""
+    a = Node(binary, "members-a", ["--name", "members-a", *MEMBER_TIMERS])
+    b = Node(binary, "members-b", ["--name", "members-b", "--bootstrap", a.address, *MEMBER_TIMERS])
+    nodes = (a, b)
+    try:
+        peer = PyPeer("noise")
+        announcer = Announcer(peer)
+        listener = RecordListener()
+        py_id = peer.peer_id.to_base58()
+        async with peer.host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]), \
+                background_trio_service(peer.pubsub), background_trio_service(peer.gossipsub), \
+                trio.open_nursery() as nursery:
+            await peer.pubsub.wait_until_ready()
+            nursery.start_soon(listener.run, await peer.pubsub.subscribe(member_record.TOPIC))
+            await peer.host.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.address)))
+
+            async def meshed():
+                return PeerID.from_base58(a.peer_id) in peer.gossipsub.mesh.get(member_record.TOPIC, set())
+
+            await eventually(meshed, "the py peer and A meshed on the members topic")
+            nursery.start_soon(announcer.run)
+
+            for node, how in ((a, "direct"), (b, "relayed by A")):
+                async def py_member_alive(node=node):
+                    row, since = await status_change(node, py_id, "alive", DEADLINE)
+                    assert row["name"] == PY_MEMBER and row["tags"] == PY_TAGS, row
+                    assert row["incarnation"] == announcer.incarnation and not row["local"], row
+
+                    async def passing():
+                        rows = await in_thread(node.get, f"/v1/services?name={PY_SERVICE}")
+                        return next((r for r in rows if r["peer"] == py_id), None)
+
+                    service = await eventually(passing, f"{node.name} listing {PY_SERVICE}")
+                    assert service["status"] == "passing" and service["member_status"] == "alive", service
+                    assert service["port"] == 9000 and service["member"] == PY_MEMBER, service
+                    return (f"alive {1000 * (since - announcer.first_sent):.0f} ms after the first record, tags "
+                            f"{row['tags']}; {PY_SERVICE} passing in /v1/services")
+
+                await matrix.case("member record", f"py -> swarmnode {node.name[-1].upper()} ({how})",
+                                  py_member_alive)
+
+            async def py_opens_records():
+                async def enough():
+                    return all(len(listener.heard.get(node.peer_id, [])) >= 3 for node in nodes)
+
+                await eventually(enough, "three records from each swarmnode node")
+                assert not listener.refused, listener.refused
+                details = []
+                for node in nodes:
+                    heard = listener.heard[node.peer_id]
+                    local = next(row for row in await in_thread(node.get, "/v1/members") if row["local"])
+                    assert {name for _, _, name in heard} == {node.name}, heard
+                    assert {incarnation for incarnation, _, _ in heard} == {local["incarnation"]}, (heard, local)
+                    seqs = [seq for _, seq, _ in heard]
+                    assert seqs[-1] > seqs[0] and len(set(seqs)) == len(seqs), seqs
+                    details.append(f"{node.name} incarnation {local['incarnation']} seq {seqs[0]}..{seqs[-1]}")
+                return f"signature, author = from, fields checked; {'; '.join(details)}"
+
+            await matrix.case("member record", "swarmnode -> py (A's and B's)", py_opens_records)
+
+            async def py_goes_quiet():
+                announcer.stop()
+                changes = await status_changes(nodes, py_id, ("suspect", "failed"), DEADLINE / 3)
+                figures = []
+                for node in nodes:
+                    suspect = changes[node.name, "suspect"] - announcer.last_sent
+                    failed = changes[node.name, "failed"] - announcer.last_sent
+                    # Never before the TTL (3 TTLs) has passed since the last record was sent; within a second of
+                    # margin after it (a 100 ms housekeeping tick, the relay through A).
+                    assert MEMBER_TTL <= suspect <= MEMBER_TTL + 1, (node.name, suspect)
+                    assert 3 * MEMBER_TTL <= failed <= 3 * MEMBER_TTL + 1, (node.name, failed)
+                    rows = await in_thread(node.get, f"/v1/services?name={PY_SERVICE}")
+                    service = next(r for r in rows if r["peer"] == py_id)
+                    assert service["status"] == "critical" and service["member_status"] == "failed", service
+                    figures.append(f"{node.name}: suspect after {1000 * suspect:.0f} ms, failed after "
+                                   f"{1000 * failed:.0f} ms")
+                return f"{'; '.join(figures)} (from the last record; ttl 1 s); {PY_SERVICE} critical"
+
+            await matrix.case("member failure", "py stops publishing", py_goes_quiet)
+
+            async def py_returns():
+                quiet_seq = announcer.seq
+                nursery.start_soon(announcer.run)
+                figures = []
+                for node in nodes:
+                    row, since = await status_change(node, py_id, "alive", DEADLINE)
+                    # alive, suspect, failed, alive: three changes after the first sighting.
+                    assert row["flaps"] >= 3 and row["seq"] > quiet_seq, row
+                    figures.append(f"{node.name} after {1000 * (since - announcer.first_sent):.0f} ms, "
+                                   f"{row['flaps']} flaps")
+                announcer.stop()
+                return f"alive again with the next seq: {'; '.join(figures)}"
+
+            await matrix.case("member record", "py resumes -> alive again", py_returns)
+
+            async def forged_refused():
+                # A record about another key, published (and gossip-signed) by the py peer: a record about X is
+                # only taken from X.
+                other = create_new_key_pair()
+                other_id = PeerID.from_pubkey(other.public_key).to_base58()
+                before = (await in_thread(a.get, "/v1/node"))["rejected_messages"].get("member_record", 0)
+                forged = member_record.seal(other.private_key, {"v": 1, "incarnation": 1, "seq": 1,
+                                                                "name": "forged", "weight": 1.0})
+                await peer.pubsub.publish(member_record.TOPIC, forged)
+
+                async def counted():
+                    status = await in_thread(a.get, "/v1/node")
+                    return status["rejected_messages"].get("member_record", 0) > before
+
+                await eventually(counted, "A counting the forged record as rejected")
+                for node in nodes:
+                    assert await member_row(node, other_id) is None, f"{node.name} took the forged record"
+                return "rejected by A (member_record), listed by neither node"
+
+            await matrix.case("member record forged", "py -> swarmnode", forged_refused)
+            nursery.cancel_scope.cancel()
+    finally:
+        for node in nodes:
+            await in_thread(node.stop)
+
+
 def client_example_case(binary: str, example: str) -> tuple[str, str]:
     """examples/python/swarm_client.py against a live pair of nodes: peers, publish, follow the event stream."""
     a = Node(binary, "client-a", [])
@@ -420,6 +655,7 @@ async def main(binary: str, example: str | None) -> int:
     print(f"{'outcome':13} {'capability':24} {'direction':40} detail", flush=True)
     await connection_cases(matrix, binary)
     await kad_cases(matrix, binary)
+    await members_cases(matrix, binary)
     if example:
         outcome, detail = await in_thread(client_example_case, binary, example)
         matrix.rows.append(("python API client", "example -> swarmnode", outcome, detail))
