@@ -92,7 +92,8 @@ fn topic_pattern() -> String {
             class.push(last);
         }
     }
-    format!("^[^{class}]+$")
+    // Names under the reserved prefix (the members topic) are refused too.
+    format!("^(?!/swarmnode/)[^{class}]+$")
 }
 
 /// `POST /v1/publish`: exactly one of `data` (text) and `data_base64` (bytes).

@@ -167,8 +167,9 @@ pub async fn route(
     params(("id" = String, Path, description = "the service id on this node", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses(
         (status = 200, description = "registered", body = ServiceChange),
-        (status = 400, description = "invalid_json, invalid_service: the body or a field is malformed, or the node \
-            has as many services as a record holds", body = ErrorBody),
+        (status = 400, description = "invalid_json, invalid_service: the body or a field is malformed", body = ErrorBody),
+        (status = 409, description = "service_conflict: the node has as many services as a record holds, or the \
+            record would not fit with this one", body = ErrorBody),
         (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
         (status = 413, description = "too_large: the body is too large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body is not sent as application/json", body = ErrorBody),
@@ -216,8 +217,8 @@ pub async fn deregister(State(state): State<ApiState>, Path(id): Path<String>) -
         TtlQuery),
     responses(
         (status = 200, description = "updated", body = ServiceChange),
-        (status = 400, description = "invalid_check, invalid_service: not pass, warn or fail, or a service without a \
-            TTL check", body = ErrorBody),
+        (status = 400, description = "invalid_check: not pass, warn or fail", body = ErrorBody),
+        (status = 409, description = "service_conflict: the service has no TTL check", body = ErrorBody),
         (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
         (status = 404, description = "service_not_found: this node has no such service", body = ErrorBody),
         (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),

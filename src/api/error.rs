@@ -170,6 +170,7 @@ fn status_and_code(error: &NodeError) -> (StatusCode, &'static str) {
         NodeError::NotConnected { .. } => (StatusCode::NOT_FOUND, "not_connected"),
         NodeError::ServiceNotFound { .. } => (StatusCode::NOT_FOUND, "service_not_found"),
         NodeError::InvalidService { .. } => (StatusCode::BAD_REQUEST, "invalid_service"),
+        NodeError::ServiceConflict { .. } => (StatusCode::CONFLICT, "service_conflict"),
         NodeError::InvalidRoute { .. } => (StatusCode::BAD_REQUEST, "invalid_route"),
         NodeError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failed"),
     }
@@ -258,6 +259,7 @@ mod tests {
             (NodeError::NotConnected { peer }, 404, "not_connected"),
             (NodeError::ServiceNotFound { id: text() }, 404, "service_not_found"),
             (NodeError::InvalidService { reason: text() }, 400, "invalid_service"),
+            (NodeError::ServiceConflict { reason: text() }, 409, "service_conflict"),
             (NodeError::InvalidRoute { reason: text() }, 400, "invalid_route"),
             (NodeError::Storage { reason: text() }, 500, "storage_failed"),
         ];

@@ -45,6 +45,7 @@ impl Modify for BearerToken {
 /// before its handler runs.
 pub(super) fn finish(document: &mut openapi::OpenApi) {
     exactly_one_payload(document);
+    exactly_one_check(document);
     describe_event_types(document);
     describe_answers_before_the_handler(document);
 }
@@ -114,6 +115,37 @@ fn exactly_one_payload(document: &mut openapi::OpenApi) {
             .description(Some("exactly one of data and data_base64"))
             .build(),
     ));
+}
+
+/// A check is exactly one of `http`, `tcp` and `ttl`; each service tag is a short word (the schema promises the
+/// characters that always pass the node's text rule).
+fn exactly_one_check(document: &mut openapi::OpenApi) {
+    let Some(schemas) = document.components.as_mut().map(|components| &mut components.schemas) else {
+        return;
+    };
+    if let Some(schema) = schemas.get_mut("CheckBody") {
+        let one_of = OneOfBuilder::new()
+            .item(ObjectBuilder::new().required("http"))
+            .item(ObjectBuilder::new().required("tcp"))
+            .item(ObjectBuilder::new().required("ttl"));
+        *schema = RefOr::T(Schema::AllOf(
+            AllOfBuilder::new()
+                .item(schema.clone())
+                .item(one_of)
+                .description(Some("exactly one of http, tcp and ttl"))
+                .build(),
+        ));
+    }
+    if let Some(RefOr::T(Schema::Object(body))) = schemas.get_mut("ServiceBody")
+        && let Some(RefOr::T(Schema::Array(tags))) = body.properties.get_mut("tags")
+    {
+        tags.items = openapi::schema::ArrayItems::RefOrSchema(Box::new(RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(openapi::Type::String)
+                .pattern(Some("^[A-Za-z0-9._:=-]{1,64}$"))
+                .build(),
+        ))));
+    }
 }
 
 fn describe_event_types(document: &mut openapi::OpenApi) {

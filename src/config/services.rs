@@ -74,7 +74,7 @@ pub struct ServiceDefinition {
 pub struct ServiceBody {
     /// 1 to 64 bytes of UTF-8 without control or invisible formatting characters (the schema promises the 16
     /// characters that always fit).
-    #[schema(min_length = 1, max_length = 16, example = "web")]
+    #[schema(min_length = 1, max_length = 16, pattern = "^[A-Za-z0-9._-]{1,16}$", example = "web")]
     pub name: String,
     #[schema(minimum = 1, maximum = 65535, example = 8080)]
     pub port: u16,
@@ -87,7 +87,7 @@ pub struct ServiceBody {
     pub check: Option<CheckBody>,
     /// A duration (`1m`, 1s to 30days): critical for this long, the service is deregistered. Needs a check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, example = "1m")]
+    #[schema(nullable = false, pattern = "^[1-9][0-9]?m$", example = "1m")]
     pub deregister_after: Option<String>,
 }
 
@@ -97,23 +97,31 @@ pub struct ServiceBody {
 pub struct CheckBody {
     /// `http://HOST[:PORT][/PATH]`, HOST an IP address (IPv6 in brackets) or a DNS name; no https, no user info.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, example = "http://127.0.0.1:8080/health")]
+    #[schema(
+        nullable = false,
+        pattern = "^http://(127\\.0\\.0\\.1|localhost|\\[::1\\]):[1-9][0-9]{0,3}(/[A-Za-z0-9._~/-]*)?$",
+        example = "http://127.0.0.1:8080/health"
+    )]
     pub http: Option<String>,
     /// `HOST:PORT` to connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, example = "127.0.0.1:5432")]
+    #[schema(
+        nullable = false,
+        pattern = "^(127\\.0\\.0\\.1|localhost|\\[::1\\]):[1-9][0-9]{0,3}$",
+        example = "127.0.0.1:5432"
+    )]
     pub tcp: Option<String>,
     /// A duration (100ms to 24h): the service must pass, warn or fail at least this often.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, example = "30s")]
+    #[schema(nullable = false, pattern = "^[1-9][0-9]?s$", example = "30s")]
     pub ttl: Option<String>,
     /// A duration (100ms to 1h); 10s when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, example = "10s")]
+    #[schema(nullable = false, pattern = "^[1-9][0-9]?s$", example = "10s")]
     pub interval: Option<String>,
     /// A duration (50ms to 5m, shorter than the interval); 2s, or half the interval if shorter, when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, example = "2s")]
+    #[schema(nullable = false, pattern = "^([5-9][0-9]|[1-9][0-9]{2})ms$", example = "500ms")]
     pub timeout: Option<String>,
 }
 
@@ -150,9 +158,7 @@ impl ServiceBody {
         let check = self.check.map(CheckBody::into_check).transpose()?;
         let deregister_after = match self.deregister_after {
             None => None,
-            Some(_) if check.is_none() => {
-                return Err("deregister_after needs a check: a service without one is always passing".into());
-            }
+            // Without a check the service is always passing, so it never applies; accepted all the same.
             Some(text) => Some(ranged("deregister_after", &text, DEREGISTER_AFTER)?),
         };
         Ok(ServiceDefinition {
@@ -178,12 +184,13 @@ impl CheckBody {
                 CheckKind::Tcp { address }
             }
             (None, None, Some(ttl)) => {
-                if self.interval.is_some() || self.timeout.is_some() {
-                    return Err(
-                        "interval and timeout apply to http and tcp checks; a ttl check is renewed by its \
-                                service's pass, warn and fail"
-                            .into(),
-                    );
+                // A TTL check is renewed by its service's pass, warn and fail: interval and timeout (checked all
+                // the same) do not apply to it.
+                if let Some(text) = &self.interval {
+                    ranged("interval", text, INTERVAL)?;
+                }
+                if let Some(text) = &self.timeout {
+                    ranged("timeout", text, TIMEOUT)?;
                 }
                 let ttl = ranged("ttl", &ttl, TTL)?;
                 return Ok(Check {

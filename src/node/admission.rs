@@ -179,10 +179,9 @@ impl EventLoop {
             let decisions = self.peers.connected(peer, &address, Instant::now());
             self.apply(decisions);
         }
-        // Both sides admit each other; the one with the lower peer id starts the view exchange, once.
-        if *self.swarm.local_peer_id() < peer {
-            self.exchange_views(peer);
-        }
+        // Each side asks for the other's view once it admitted it: whichever admits last is answered in full (the
+        // other answers an unadmitted peer with an empty view), so both learn every member at once.
+        self.exchange_views(peer);
         self.metrics.admitted.inc();
         tracing::info!(%peer, name = ?certificate.name, "peer admitted");
         self.emit(EventKind::PeerAdmitted {

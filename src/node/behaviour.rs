@@ -32,7 +32,7 @@ use crate::{
     policy::inbound::InboundLimits,
     wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse, MAX_ADMISSION_MESSAGE},
     wire::leave::{LEAVE_PROTOCOL, LeaveAck, LeaveNotice, MAX_LEAVE_MESSAGE},
-    wire::members::{MAX_EXCHANGE_BYTES, MEMBERS_PROTOCOL, MEMBERS_TOPIC, MembersExchange},
+    wire::members::{MAX_EXCHANGE_BYTES, MAX_RECORD_BYTES, MEMBERS_PROTOCOL, MEMBERS_TOPIC, MembersExchange},
 };
 
 /// What identify reports as our protocol family; informational only.
@@ -229,14 +229,14 @@ impl Behaviour {
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
             .message_id_fn(|message: &gossipsub::Message| message_id(&message.data))
-            .max_transmit_size(config.max_message_size + GOSSIP_RPC_OVERHEAD)
+            .max_transmit_size(config.max_message_size.max(MAX_RECORD_BYTES) + GOSSIP_RPC_OVERHEAD)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;
         let subscription_filter = gossipsub::MaxCountSubscriptionFilter {
             filter: gossipsub::AllowAllSubscriptionFilter {},
             // The members topic comes on top of the user topics.
             max_subscribed_topics: config.max_topics + 1,
-            max_subscriptions_per_request: config.max_topics,
+            max_subscriptions_per_request: config.max_topics + 1,
         };
         let mut gossipsub = Gossipsub::new_with_subscription_filter(
             gossipsub::MessageAuthenticity::Signed(keypair.clone()),

@@ -5,14 +5,14 @@
 //! `services.json` for services registered through the API) are read and written here.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
-use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 
 use super::load::{LoadSampler, resident_bytes};
 use crate::{
@@ -29,6 +29,8 @@ use crate::{
 
 /// Health checks running at once at most.
 pub const MAX_CHECKS_IN_FLIGHT: usize = 8;
+/// How often the members and services gauges are recomputed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Least time between two of our records on gossip.
 pub const MIN_PUBLISH_GAP: Duration = Duration::from_millis(200);
 /// Check outputs are cut to this many bytes when the full ones would not fit the record.
@@ -53,6 +55,11 @@ pub(super) struct Cluster {
     services_file: PathBuf,
     /// Ids of the services registered through the API (persisted); the others come from `--service`.
     api_services: BTreeSet<String>,
+    /// Connected peers whose view request we served: one per connection, so a peer cannot make us verify and send
+    /// views in a loop. Bounded by the connected peers (cleared when the last connection closes).
+    served_exchanges: HashSet<PeerId>,
+    /// When the members and services gauges are next computed (they walk the whole view).
+    next_gauges: Instant,
 }
 
 impl Cluster {
@@ -97,6 +104,8 @@ impl Cluster {
             load: LoadSampler::default(),
             services_file,
             api_services,
+            served_exchanges: HashSet::new(),
+            next_gauges: now,
         };
         // Fails at start when tags and services do not fit a signed record. In the view at once, so the first view
         // exchange already carries it; announced (with the listen addresses) at the first tick.
@@ -106,6 +115,25 @@ impl Cluster {
         tracing::info!(incarnation, name = %record.name, services = record.services.len(), "member record ready");
         cluster.members.set_local(record, envelope, now);
         Ok(cluster)
+    }
+
+    /// Whether the gauges are due (once a second): they walk every service of every member.
+    pub fn gauges_due(&mut self, now: Instant) -> bool {
+        if now < self.next_gauges {
+            return false;
+        }
+        self.next_gauges = now + GAUGE_INTERVAL;
+        true
+    }
+
+    /// Whether a view request from `peer` is the first on its current connection (then it is served, once).
+    pub fn first_exchange(&mut self, peer: PeerId) -> bool {
+        self.served_exchanges.insert(peer)
+    }
+
+    /// `peer`'s last connection closed: its next connection may exchange views again.
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        self.served_exchanges.remove(peer);
     }
 
     /// Something in our record changed: announce it without waiting for the interval.

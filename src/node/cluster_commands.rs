@@ -145,7 +145,7 @@ impl EventLoop {
             if let Some(previous) = previous {
                 let _ = self.cluster.services.register(previous, Instant::now());
             }
-            return Err(NodeError::InvalidService {
+            return Err(NodeError::ServiceConflict {
                 reason: format!("with this service the node's member record would not fit: {e}"),
             });
         }
@@ -189,7 +189,7 @@ impl EventLoop {
 fn service_error(error: ServiceError) -> NodeError {
     match error {
         ServiceError::NotFound { id } => NodeError::ServiceNotFound { id },
-        other => NodeError::InvalidService {
+        other => NodeError::ServiceConflict {
             reason: other.to_string(),
         },
     }

@@ -70,10 +70,13 @@ pub enum NodeError {
     /// A service id this node has not registered.
     #[error("this node has no service {id:?}; `swarmnode services` lists the swarm's")]
     ServiceNotFound { id: String },
-    /// A service definition or health update that cannot be applied (a bad field, pass/warn/fail on a service
-    /// without a TTL check, too many services).
+    /// A service definition that cannot be taken (a bad field).
     #[error("{reason}")]
     InvalidService { reason: String },
+    /// A registration or health update the registry's state does not allow: pass/warn/fail on a service without a
+    /// TTL check, more services than a record holds, a record that would no longer fit.
+    #[error("{reason}")]
+    ServiceConflict { reason: String },
     /// A route lookup that cannot be answered as asked.
     #[error("invalid route request: {reason}")]
     InvalidRoute { reason: String },

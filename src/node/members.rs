@@ -12,7 +12,7 @@ use libp2p::{
     request_response,
 };
 
-use super::{EventLoop, event::EventKind, probe};
+use super::{EventLoop, cluster::MIN_PUBLISH_GAP, event::EventKind, probe};
 use crate::{
     config::services::CheckKind,
     metrics::ClusterMetrics,
@@ -20,7 +20,9 @@ use crate::{
         checks::{HealthChange, ProbeRequest},
         members::{MemberStatus, Offer, Transition},
     },
-    wire::members::{Health, MEMBERS_TOPIC, MemberRecord, MembersExchange},
+    wire::members::{
+        EXCHANGE_RECORDS_BYTES, Health, MAX_EXCHANGE_RECORDS, MEMBERS_TOPIC, MemberRecord, MembersExchange,
+    },
 };
 
 /// A finished health check, as its task reports it to the loop.
@@ -61,6 +63,17 @@ impl EventLoop {
                 return;
             }
         };
+        // Records come every interval, and at most every MIN_PUBLISH_GAP from an honest node: faster ones are dropped
+        // (not forwarded), so one peer cannot make the whole swarm verify records at line rate.
+        let too_soon =
+            self.cluster.members.get(&author).is_some_and(|member| {
+                Instant::now().saturating_duration_since(member.renewed_at) < MIN_PUBLISH_GAP / 2
+            });
+        if too_soon {
+            self.report(message_id, &source, MessageAcceptance::Ignore);
+            self.count_rejection("member_rate");
+            return;
+        }
         let accepted = self.offer_member(author, record, message.data.into(), Duration::ZERO);
         let acceptance = if accepted {
             MessageAcceptance::Accept
@@ -115,7 +128,7 @@ impl EventLoop {
             }
             Offer::Stale | Offer::OwnRecord => false,
             Offer::Full => {
-                tracing::warn!(peer = %author, "member view full: record of a new member not kept");
+                tracing::debug!(peer = %author, "member view full: record of a new member not kept");
                 self.count_rejection("members_full");
                 false
             }
@@ -128,6 +141,36 @@ impl EventLoop {
         }
         tracing::info!(peer = %transition.peer, name = %transition.name, from = ?transition.from, to = ?transition.to,
             flapping = transition.flapping, "member");
+        // A member that fails or leaves takes its services' health with it (and gives it back when it returns).
+        if let (Some(from), Some(to)) = (transition.from, transition.to)
+            && let Some(member) = self.cluster.members.get(&transition.peer)
+        {
+            let changes: Vec<EventKind> = member
+                .record
+                .services
+                .iter()
+                .filter_map(|service| {
+                    let (before, after) = (
+                        effective_health(from, service.status),
+                        effective_health(to, service.status),
+                    );
+                    (before != after).then(|| EventKind::ServiceHealth {
+                        peer: transition.peer,
+                        service: service.id.clone(),
+                        from: Some(before),
+                        to: after,
+                        output: if after == service.status {
+                            service.output.clone()
+                        } else {
+                            format!("member {to}")
+                        },
+                    })
+                })
+                .collect();
+            for change in changes {
+                self.emit(change);
+            }
+        }
         self.emit(EventKind::Member {
             peer: transition.peer,
             name: transition.name,
@@ -137,10 +180,10 @@ impl EventLoop {
         });
     }
 
-    /// A new connection: the dialer sends its view, the listener answers with its own, so both know every member at
-    /// once. In a swarm with a CA this waits until the peer is admitted (`on_admitted`).
+    /// A new connection: one side sends its view, the other answers with its own, so both know every member at
+    /// once. In a swarm with a CA both sides send once they admitted the other (see `admit`).
     pub(super) fn exchange_views(&mut self, peer: PeerId) {
-        let exchange = MembersExchange::fitting(self.cluster.members.exchange(Instant::now()));
+        let exchange = self.our_view();
         self.metrics
             .cluster
             .count_bytes("sent", "exchange", exchange_bytes(&exchange));
@@ -154,9 +197,12 @@ impl EventLoop {
                 message: request_response::Message::Request { request, channel, .. },
                 ..
             } => {
-                let ours = if self.is_member(&peer) {
-                    MembersExchange::fitting(self.cluster.members.exchange(Instant::now()))
+                // Served once per connection, and only to an admitted peer; other requests get an empty view.
+                let serve = self.is_member(&peer) && self.cluster.first_exchange(peer);
+                let ours = if serve {
+                    self.our_view()
                 } else {
+                    tracing::debug!(%peer, "members exchange not served (not admitted, or served already)");
                     MembersExchange::fitting(std::iter::empty())
                 };
                 self.metrics
@@ -164,7 +210,9 @@ impl EventLoop {
                     .count_bytes("sent", "exchange", exchange_bytes(&ours));
                 // A peer gone meanwhile cannot be answered, which is fine.
                 let _ = self.swarm.behaviour_mut().members.send_response(channel, ours);
-                self.take_view(peer, request);
+                if serve {
+                    self.take_view(peer, request);
+                }
             }
             request_response::Event::Message {
                 peer,
@@ -194,8 +242,9 @@ impl EventLoop {
             tracing::debug!(%peer, version = exchange.v, "ignoring a members exchange of an unknown version");
             return;
         }
-        let mut refused = 0usize;
-        for entry in exchange.records {
+        let offered = exchange.records.len();
+        let mut refused = offered.saturating_sub(MAX_EXCHANGE_RECORDS);
+        for entry in exchange.records.into_iter().take(MAX_EXCHANGE_RECORDS) {
             match MemberRecord::open(&entry.envelope) {
                 Ok((author, record)) => {
                     self.offer_member(
@@ -212,9 +261,14 @@ impl EventLoop {
             }
         }
         if refused > 0 {
-            tracing::warn!(%peer, refused, "records refused in a members exchange");
+            tracing::warn!(%peer, offered, refused, "records refused in a members exchange");
             self.count_rejection("member_record");
         }
+    }
+
+    /// Our view as an exchange message: the freshest records that fit, nothing else copied.
+    fn our_view(&self) -> MembersExchange {
+        MembersExchange::fitting(self.cluster.members.exchange(Instant::now(), EXCHANGE_RECORDS_BYTES))
     }
 
     /// A peer's leave notice: it is `left` in the view at once.
@@ -255,7 +309,9 @@ impl EventLoop {
         if self.cluster.announce_due(now) {
             self.announce_record(false);
         }
-        self.set_cluster_gauges();
+        if self.cluster.gauges_due(now) {
+            self.set_cluster_gauges();
+        }
     }
 
     /// A health check finished.
@@ -317,7 +373,7 @@ impl EventLoop {
         {
             Ok(_) => self.metrics.cluster.count_bytes("sent", "gossip", bytes),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
-            Err(e) => tracing::debug!("member record not published: {e}"),
+            Err(e) => tracing::warn!("member record not published: {e}"),
         }
     }
 

@@ -70,6 +70,7 @@ impl EventLoop {
                     membership.admissions.disconnected(&peer_id);
                 }
                 self.gossip_gate.forget(&peer_id);
+                self.cluster.disconnected(&peer_id);
                 // The policy's verdict first: whoever sees `disconnected` has already seen any redial it caused.
                 let decisions = self.peers.disconnected(peer_id, Instant::now());
                 self.apply(decisions);
@@ -102,9 +103,11 @@ impl EventLoop {
                 ListenError::Denied { cause } => self.refused(Direction::Inbound, peer_id, Some(send_back_addr), cause),
                 _ => tracing::debug!(from = %send_back_addr, "incoming connection failed: {error}"),
             },
+            SwarmEvent::ExpiredListenAddr { .. } => self.cluster.mark_changed(),
             SwarmEvent::ListenerError { error, .. } => tracing::warn!("listener error: {error}"),
             SwarmEvent::ListenerClosed { addresses, reason, .. } => {
                 tracing::warn!(?addresses, ?reason, "listener closed");
+                self.cluster.mark_changed();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.on_mdns(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
@@ -176,8 +179,9 @@ impl EventLoop {
         }
         if num_established == 1 {
             self.start_admission(peer, endpoint.get_remote_address());
-            // With a CA the exchange waits for the admission.
-            if endpoint.is_dialer() && self.membership.is_none() {
+            // One side asks (the lower peer id, whoever dialled: simultaneous dials must not skip it); with a CA the
+            // exchange waits for the admission.
+            if self.membership.is_none() && *self.swarm.local_peer_id() < peer {
                 self.exchange_views(peer);
             }
             let direction = if endpoint.is_dialer() {

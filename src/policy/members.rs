@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     time::deadline,
-    wire::members::{ExchangedRecord, MemberRecord},
+    wire::members::{EXCHANGE_ENTRY_OVERHEAD, ExchangedRecord, MemberRecord},
 };
 
 /// Where a member stands in our view. The API and the members-by-status metric name it in lowercase.
@@ -264,7 +264,10 @@ impl Members {
             return Offer::Accepted(Some(transition));
         };
         let held = (member.record.incarnation, member.record.seq);
-        let left_before = member.status == MemberStatus::Left && record.incarnation == member.record.incarnation;
+        // Left stays left within an incarnation, but the signed `left` record itself is taken (it may arrive after
+        // the leave notice), so it is kept and relayed.
+        let left_before =
+            member.status == MemberStatus::Left && record.incarnation == member.record.incarnation && !record.left;
         if (record.incarnation, record.seq) <= held || left_before {
             return Offer::Stale;
         }
@@ -365,7 +368,9 @@ impl Members {
 
     /// What we send in a view exchange: every member's envelope with its age, freshest first (ours first, age 0).
     /// Failed and left members are included, so a joiner learns they are gone; reaped ones are not.
-    pub fn exchange(&self, now: Instant) -> Vec<ExchangedRecord> {
+    /// At most `limit` records, and no copy of those left out. A member known to have left only from its notice is
+    /// left out: its last record does not say so, and would arrive elsewhere as alive.
+    pub fn exchange(&self, now: Instant, limit: usize) -> Vec<ExchangedRecord> {
         let age = |m: &Member| {
             if m.peer == self.local {
                 Duration::ZERO
@@ -373,10 +378,20 @@ impl Members {
                 m.age(now)
             }
         };
-        let mut members: Vec<&Member> = self.iter().collect();
+        let mut members: Vec<&Member> = self
+            .iter()
+            .filter(|m| m.status != MemberStatus::Left || m.record.left)
+            .collect();
         members.sort_by_key(|m| (m.peer != self.local, age(m), m.peer));
+        let mut budget = limit;
         members
             .into_iter()
+            .take_while(|m| {
+                let cost = m.envelope.len() + EXCHANGE_ENTRY_OVERHEAD;
+                let fits = cost <= budget;
+                budget = budget.saturating_sub(cost);
+                fits
+            })
             .map(|m| ExchangedRecord {
                 envelope: m.envelope.to_vec(),
                 age_ms: u64::try_from(age(m).as_millis()).unwrap_or(u64::MAX),

@@ -28,6 +28,12 @@ pub const MEMBERS_VERSION: u32 = 1;
 pub const MAX_RECORD_BYTES: usize = 8 * 1024;
 /// Largest view exchange message, in bytes: the freshest records that fit are sent, the rest follow on gossip.
 pub const MAX_EXCHANGE_BYTES: usize = 4 << 20;
+/// What one exchange entry costs beyond its envelope: CBOR framing (map header, keys, lengths, the age).
+pub const EXCHANGE_ENTRY_OVERHEAD: usize = 32;
+/// The bytes of entries an exchange message holds at most (the rest of the limit is the message's own framing).
+pub const EXCHANGE_RECORDS_BYTES: usize = MAX_EXCHANGE_BYTES - 64;
+/// Most records taken from one exchange: more than a view holds can only be a flood.
+pub const MAX_EXCHANGE_RECORDS: usize = 4096;
 /// Text limits inside a record, in bytes.
 pub const MAX_NAME: usize = 64;
 pub const MAX_TAG_KEY: usize = 64;
@@ -220,12 +226,10 @@ impl MemberRecord {
 impl MembersExchange {
     /// An exchange message holding `records` (freshest first) up to the size limit; the rest are left out.
     pub fn fitting(records: impl IntoIterator<Item = ExchangedRecord>) -> MembersExchange {
-        // Each entry costs its envelope plus a few bytes of CBOR framing (map header, keys, lengths, the age).
-        const ENTRY_OVERHEAD: usize = 32;
-        let mut budget = MAX_EXCHANGE_BYTES - 64;
+        let mut budget = EXCHANGE_RECORDS_BYTES;
         let mut kept = Vec::new();
         for record in records {
-            let cost = record.envelope.len() + ENTRY_OVERHEAD;
+            let cost = record.envelope.len() + EXCHANGE_ENTRY_OVERHEAD;
             if cost > budget {
                 break;
             }

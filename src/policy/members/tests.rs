@@ -414,16 +414,29 @@ fn an_exchange_sends_ours_first_then_the_freshest_with_the_dead_but_not_the_reap
     members.offer(failed, record(1, 0), bytes(4), 4 * TTL, start);
     members.offer(reaped, record(1, 0), bytes(5), 2 * REAP, start);
     members.left(recent, start);
-    let sent = members.exchange(start);
+    let sent = members.exchange(start, usize::MAX);
     let got: Vec<(usize, u64)> = sent.iter().map(|r| (r.envelope.len(), r.age_ms)).collect();
-    assert_eq!(got, [(1, 0), (3, 2000), (2, 20_000), (4, 120_000)]);
+    // `recent` left by its notice only: its last record does not say so, and would pass for alive elsewhere.
+    assert_eq!(got, [(1, 0), (2, 20_000), (4, 120_000)]);
+    let mut left_record = record(1, 1);
+    left_record.left = true;
+    assert!(
+        matches!(
+            members.offer(recent, left_record, bytes(3), Duration::ZERO, start),
+            Offer::Accepted(None)
+        ),
+        "the signed left record is taken after the notice"
+    );
+    let sent = members.exchange(start, usize::MAX);
+    let got: Vec<(usize, u64)> = sent.iter().map(|r| (r.envelope.len(), r.age_ms)).collect();
+    assert_eq!(got, [(1, 0), (3, 0), (2, 20_000), (4, 120_000)], "and relayed");
     assert!(members.get(&local).is_some_and(|m| m.status == Alive));
     assert!(
         members.tick(start + REAP).iter().all(|t| t.peer != local),
         "ours never ages"
     );
     let left: Vec<usize> = members
-        .exchange(start + REAP)
+        .exchange(start + REAP, usize::MAX)
         .iter()
         .map(|r| r.envelope.len())
         .collect();
