@@ -77,6 +77,7 @@ pub struct ServiceBody {
     #[schema(min_length = 1, max_length = 16, pattern = "^[A-Za-z0-9._-]{1,16}$", example = "web")]
     pub name: String,
     #[schema(minimum = 1, maximum = 65535, example = 8080)]
+    #[serde(deserialize_with = "whole_port")]
     pub port: u16,
     /// At most 16, each 1 to 256 bytes of UTF-8 without control or invisible formatting characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -290,6 +291,31 @@ impl From<ServiceDefinition> for StoredService {
     }
 }
 
+/// A port as JSON may write it: `8080`, or `8080.0` (JSON Schema counts a whole float as an integer).
+fn whole_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    struct Port;
+    impl serde::de::Visitor<'_> for Port {
+        type Value = u16;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a port number from 0 to 65535")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u16, E> {
+            u16::try_from(v).map_err(|_| E::custom(format!("port {v} is above 65535")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u16, E> {
+            u16::try_from(v).map_err(|_| E::custom(format!("port {v} is not from 0 to 65535")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u16, E> {
+            if v.fract() == 0.0 && (0.0..=65535.0).contains(&v) {
+                Ok(v as u16)
+            } else {
+                Err(E::custom(format!("port {v} is not a whole number from 0 to 65535")))
+            }
+        }
+    }
+    deserializer.deserialize_any(Port)
+}
+
 /// What a service id may be: ASCII letters, digits, `.`, `_` and `-`, 1 to 64 bytes, starting with a letter or a
 /// digit, so that it is one plain path segment of `/v1/services/{id}`.
 pub const SERVICE_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
@@ -367,6 +393,9 @@ mod tests {
         assert!(both.into_definition("web".into()).unwrap_err().contains("exactly one"));
         let none: ServiceBody = serde_json::from_str(r#"{"name":"web","port":80,"check":{}}"#).unwrap();
         assert!(none.into_definition("web".into()).unwrap_err().contains("exactly one"));
+        let whole: ServiceBody = serde_json::from_str(r#"{"name":"web","port":8080.0}"#).unwrap();
+        assert_eq!(whole.port, 8080);
+        assert!(serde_json::from_str::<ServiceBody>(r#"{"name":"web","port":80.5}"#).is_err());
         let port: ServiceBody = serde_json::from_str(r#"{"name":"web","port":0}"#).unwrap();
         assert!(port.into_definition("web".into()).unwrap_err().contains("port"));
         let id = ServiceBody {
