@@ -1,23 +1,28 @@
 """Scenario suite for the docker-compose swarm (run through scripts/compose-test.sh).
 
 Brings up docker-compose.yml under its own project name with short timings (heartbeat 1 s, peer timeout 3 s, dial
-timeout 2 s), plays
-the scenarios of the README's "Run a local swarm" section against it, prints a table of scenario / expectation /
-measured time / pass, and always tears the swarm down (`down -v`). Every wait is bounded; the exit status is non-zero
-on any failure. Only the standard library is used.
+timeout 2 s, member interval 1 s, member TTL 3 s so a silent member is suspect after 3 s and failed after 9 s), plays
+the scenarios of the README's "Run a local swarm" section and of docs/membership.md against it, prints a table of
+scenario / expectation / measured time / pass, and always tears the swarm down (`down -v`). Every wait is bounded;
+the exit status is non-zero on any failure. Only the standard library is used.
 """
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 PROJECT = os.environ.get("COMPOSE_PROJECT", "swarmnode-test")
 LAN_A = ["node-a1", "node-a2", "node-a3"]
 LAN_B = ["node-b1", "node-b2"]
 ALL = ["bootstrap"] + LAN_A + LAN_B
+# The tags docker-compose.yml gives each node's member record.
+TAGS = {"bootstrap": {"role": "bootstrap"}, **{s: {"lan": "a"} for s in LAN_A}, **{s: {"lan": "b"} for s in LAN_B}}
+ROUTE_KEYS = [f"key-{i}" for i in range(20)]
 DEADLINE = 60.0
 TIMINGS = {
     "SWARMNODE_HEARTBEAT": "1s",
@@ -26,6 +31,8 @@ TIMINGS = {
     "SWARMNODE_RECONNECT_ATTEMPTS": "3",
     "SWARMNODE_RECONNECT_BACKOFF_MAX": "5s",
     "SWARMNODE_DIAL_TIMEOUT": "2s",
+    "SWARMNODE_MEMBER_INTERVAL": "1s",
+    "SWARMNODE_MEMBER_TTL": "3s",
 }
 
 
@@ -52,7 +59,10 @@ def compose(*args, check=True):
     return run(COMPOSE + list(args), check=check)
 
 
+@functools.cache
 def container(service):
+    """The service's container id: one per service for the whole run (kill, start and restart keep it), and asking
+    docker-compose costs over a second, so it is asked once."""
     return compose("ps", "-q", service).strip()
 
 
@@ -103,6 +113,64 @@ def states_of(observer, peer, since):
 
 def delivered(service, text, since):
     return sum(1 for e in events(service, since) if e["event"] == "message" and e.get("data") == text)
+
+
+def on_each(services, call):
+    """`call(service)` for every service at once (each one a `docker exec`, mostly waiting): {service: answer}."""
+    with ThreadPoolExecutor(len(services)) as pool:
+        return dict(zip(services, pool.map(call, services)))
+
+
+def view(observer):
+    """The observer's `swarmnode members`: peer id → its entry."""
+    return {m["peer"]: m for m in api(observer, "members")}
+
+
+def status_in(views, observer, peer):
+    entry = views[observer].get(peer)
+    return entry["status"] if entry else None
+
+
+def all_alive(ids, observers=ALL, members=ALL):
+    """Every observer lists every one of `members` alive."""
+    views = on_each(observers, view)
+    return all(status_in(views, o, ids[m]) == "alive" for o in observers for m in members)
+
+
+def member_changes(observer, peer, since):
+    """The `member` events the observer reported about `peer` since `since`: [(from, to, ts)]."""
+    return [
+        (e["from"], e["to"], e["ts"])
+        for e in events(observer, since)
+        if e["event"] == "member" and e["peer"] == peer
+    ]
+
+
+def first_change_to(observer, peer, status, since):
+    """Seconds from `since` (unix ms) to the observer's first `member` event turning `peer` to `status`."""
+    for _, to, ts in member_changes(observer, peer, since):
+        if to == status:
+            return (ts - since) / 1000
+    raise AssertionError(f"{observer} reported no member event turning {peer} {status}")
+
+
+def spread(times):
+    return f"{min(times):.1f}–{max(times):.1f} s"
+
+
+def routes(service, keys, *options):
+    """The owners (peer ids, best first) the service's `swarmnode route` gives for each key, and the candidates."""
+    answers = [api(service, "route", key, *options) for key in keys]
+    return [([o["peer"] for o in a["owners"]], a["candidates"]) for a in answers]
+
+
+def lan_b_joined(ids):
+    """Each lan-b node is connected to the bootstrap node and to the other lan-b nodes."""
+    for s in LAN_B:
+        active = {p["peer"] for p in api(s, "peers") if p["state"] == "active"}
+        if ids["bootstrap"] not in active or not all(ids[o] in active for o in LAN_B if o != s):
+            return False
+    return True
 
 
 RESULTS = []
@@ -157,16 +225,44 @@ def main():
                         return False
                 return True
 
-            def lan_b_joined():
-                for s in LAN_B:
-                    active = {p["peer"] for p in api(s, "peers") if p["state"] == "active"}
-                    if ids["bootstrap"] not in active or not all(ids[o] in active for o in LAN_B if o != s):
+            wait_until("lan-a mDNS discovery", lan_a_by_mdns)
+            wait_until("lan-b joined through bootstrap", lambda: lan_b_joined(ids))
+            return f"{time.monotonic() - started:.1f} s from `up`"
+
+        @scenario("members", "every node lists every node alive, under its service name and with its tags")
+        def _():
+            def complete():
+                views = on_each(ALL, view)
+                for o in ALL:
+                    if set(views[o]) != set(ids.values()):
                         return False
+                    for s in ALL:
+                        entry = views[o][ids[s]]
+                        if (entry["status"], entry["name"], entry["tags"], entry["local"]) != (
+                            "alive", s, TAGS[s], s == o):
+                            return False
                 return True
 
-            wait_until("lan-a mDNS discovery", lan_a_by_mdns)
-            wait_until("lan-b joined through bootstrap", lan_b_joined)
-            return f"{time.monotonic() - started:.1f} s from `up`"
+            took = wait_until("every member alive, named and tagged in every view", complete)
+            return f"complete {took:.1f} s after discovery, {time.monotonic() - started:.1f} s from `up`"
+
+        @scenario("routing", f"route KEY --n 2 for {len(ROUTE_KEYS)} keys: the same owners on every node; "
+                  "--tag lan=b: only lan-b nodes")
+        def _():
+            def agreed(options, candidates, allowed):
+                """Every node's answers, once all agree; each key with two distinct owners out of `allowed`."""
+                answers = on_each(ALL, lambda s: routes(s, ROUTE_KEYS, "--n", "2", *options))
+                if any(answers[s] != answers[ALL[0]] for s in ALL):
+                    raise AssertionError(f"routes differ between nodes: {answers}")
+                for key, (owners, count) in zip(ROUTE_KEYS, answers[ALL[0]]):
+                    if count != candidates or len(set(owners)) != 2 or not set(owners) <= allowed:
+                        raise AssertionError(f"{key}: owners {owners} of {count} candidates")
+                return answers[ALL[0]]
+
+            everyone = agreed([], len(ALL), set(ids.values()))
+            agreed(["--tag", "lan=b"], len(LAN_B), {ids[s] for s in LAN_B})
+            first = {owners[0] for owners, _ in everyone}
+            return f"{len(ALL)} nodes agree on all {len(ROUTE_KEYS)} keys; {len(first)} of them own a key first"
 
         @scenario("broadcast", "a message from node-a1 reaches every node once, and one from node-b2 likewise")
         def _():
@@ -201,6 +297,45 @@ def main():
                 ),
             )
             return f"removed after {removed:.1f} s, active again {back:.1f} s after start"
+
+        @scenario("member kill", "docker kill node-b2: suspect then failed on every other node; docker start: alive "
+                  "again everywhere, with a higher incarnation")
+        def _():
+            victim, observers = ids["node-b2"], [s for s in ALL if s != "node-b2"]
+            wait_until("every member alive everywhere", lambda: all_alive(ids), deadline=90)
+            incarnation = view("node-b2")[victim]["incarnation"]
+            since = now_ms()
+            run(["docker", "kill", container("node-b2")])
+            killed = now_ms()  # Times count from here: the process is gone once `docker kill` returns.
+            wait_until(
+                "node-b2 failed on every other node",
+                lambda: all(status_in(on_each(observers, view), o, victim) == "failed" for o in observers),
+            )
+            for o in observers:
+                seen = [(f, t) for f, t, _ in member_changes(o, victim, since)]
+                if seen != [("alive", "suspect"), ("suspect", "failed")]:
+                    raise AssertionError(f"{o} saw node-b2 go {seen}")
+            suspect = [first_change_to(o, victim, "suspect", killed) for o in observers]
+            failed = [first_change_to(o, victim, "failed", killed) for o in observers]
+            run(["docker", "start", container("node-b2")])
+            since = now_ms()
+
+            def back():
+                views = on_each(observers, view)
+                return all(
+                    views[o][victim]["status"] == "alive" and views[o][victim]["incarnation"] > incarnation
+                    for o in observers
+                )
+
+            wait_until("node-b2 alive again with a higher incarnation everywhere", back)
+            alive = [first_change_to(o, victim, "alive", since) for o in observers]
+            # Its view exchange on reconnecting brings it every member at once.
+            complete = wait_until("node-b2 lists every member alive", lambda: all_alive(ids, ["node-b2"]))
+            wait_until("node-b2 connected to bootstrap and node-b1 again", lambda: lan_b_joined(ids))
+            return (
+                f"kill → suspect {spread(suspect)}, → failed {spread(failed)}; start → alive {spread(alive)} "
+                f"(its own view complete {complete:.1f} s after that)"
+            )
 
         @scenario("pause", "docker pause node-b1: disconnected after the 3 s timeout; unpause: active again")
         def _():
@@ -245,7 +380,35 @@ def main():
             )
             return f"loss seen after {seen:.1f} s, flowing again {healed:.1f} s after reconnect"
 
-        @scenario("graceful stop", "docker stop node-a3: the others report left, no reconnect attempts")
+        @scenario("member partition", "bootstrap off lan-b: lan-b sees lan-a and bootstrap fail, lan-a sees lan-b "
+                  "fail, each side stays alive to itself; back on: alive again on both sides")
+        def _():
+            network = f"{PROJECT}_lan-b"
+            side_a, side_b = ["bootstrap"] + LAN_A, LAN_B
+            # (observer, member) pairs on opposite sides.
+            across = [(o, m) for here, there in [(side_a, side_b), (side_b, side_a)] for o in here for m in there]
+            wait_until("every member alive everywhere", lambda: all_alive(ids), deadline=90)
+            run(["docker", "network", "disconnect", network, container("bootstrap")])
+            since = now_ms()
+            try:
+
+                def split():
+                    views = on_each(ALL, view)
+                    return all(status_in(views, o, ids[m]) == "failed" for o, m in across)
+
+                wait_until("each side sees the other failed", split)
+                if not all_alive(ids, side_a, side_a) or not all_alive(ids, side_b, side_b):
+                    raise AssertionError("a node no longer lists a member on its own side of the partition alive")
+                failed = [first_change_to(o, ids[m], "failed", since) for o, m in across]
+            finally:
+                run(["docker", "network", "connect", "--alias", "bootstrap", network, container("bootstrap")])
+                healed = now_ms()
+            wait_until("every member alive everywhere again", lambda: all_alive(ids), deadline=90)
+            alive = [first_change_to(o, ids[m], "alive", healed) for o, m in across]
+            return f"partition → failed {spread(failed)}; reconnect → alive {spread(alive)}"
+
+        @scenario("graceful stop", "docker stop node-a3: the others report left, in peers and in members, "
+                  "no reconnect attempts")
         def _():
             since = now_ms()
             run(["docker", "stop", container("node-a3")])
@@ -267,6 +430,10 @@ def main():
                 seen = states_of(o, ids["node-a3"], since)
                 if any(to == "reconnecting" for _, to in seen):
                     raise AssertionError(f"{o} redialled a node that left: {seen}")
+            wait_until(
+                "node-a3 a left member everywhere",
+                lambda: all(status_in(on_each(observers, view), o, ids["node-a3"]) == "left" for o in observers),
+            )
             run(["docker", "start", container("node-a3")])
             return f"left everywhere after {took:.1f} s"
 
