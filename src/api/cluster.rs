@@ -125,7 +125,7 @@ pub async fn services(
 /// The owners of a key, best first: weighted rendezvous hashing over the alive members, the same on every node
 /// with the same view.
 #[utoipa::path(get, path = "/v1/route/{key}", operation_id = "route",
-    params(("key" = String, Path, description = "the key (1 to 1024 bytes)", min_length = 1, max_length = 256),
+    params(("key" = String, Path, description = "the key: 1 to 1024 bytes (the schema promises the 256 characters that always fit)", min_length = 1, max_length = 256),
         RouteQuery),
     responses(
         (status = 200, description = "OK (owners is empty when no member qualifies)", body = RouteAnswer),

@@ -329,6 +329,53 @@ mod tests {
     }
 
     #[test]
+    fn member_flags_fill_the_members_config() {
+        let defaults = run_args(&["--data-dir", "/d"]).to_config().unwrap().members;
+        let expected = crate::config::members::MembersConfig::default();
+        assert_eq!(defaults, expected);
+        let members = run_args(&[
+            "--name",
+            "web-1",
+            "--tag",
+            "zone=eu-1,rack=7",
+            "--service",
+            "web=8080,check=http://127.0.0.1:8080/health",
+            "--service",
+            "worker=7000,check=ttl:30s",
+            "--weight",
+            "2.5",
+            "--dynamic-weight",
+            "--member-interval",
+            "1s",
+            "--member-ttl",
+            "5s",
+            "--reap-after",
+            "10m",
+        ])
+        .to_config()
+        .unwrap()
+        .members;
+        assert_eq!(members.name, "web-1");
+        assert_eq!(members.tags.get("rack").map(String::as_str), Some("7"));
+        let ids: Vec<&str> = members.services.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["web", "worker"]);
+        assert_eq!((members.weight, members.dynamic_weight), (2.5, true));
+        assert_eq!(members.interval, Some(Duration::from_secs(1)));
+        assert_eq!(members.ttl, Some(Duration::from_secs(5)));
+        assert_eq!(members.reap_after, Duration::from_secs(600));
+        for (flag, value, expected) in [
+            ("--tag", "novalue", "key=value"),
+            ("--service", "web=80,check=http://10.0.0.1/", "probes no other host"),
+            ("--service", "web", "NAME=PORT"),
+        ] {
+            let err = Cli::try_parse_from(["swarmnode", "run", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{flag} {value}: {err}");
+        }
+    }
+
+    #[test]
     fn allow_and_deny_lists_join_flags_and_files_and_bad_files_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());

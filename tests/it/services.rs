@@ -130,7 +130,7 @@ async fn bad_registrations_and_updates_are_refused_with_the_reason() {
     let (status, answer) = call(&api, Method::PUT, "/v1/services/plain/fail", None).await;
     assert_eq!(
         (status, &answer["error"]["code"]),
-        (StatusCode::BAD_REQUEST, &json!("invalid_service"))
+        (StatusCode::CONFLICT, &json!("service_conflict"))
     );
     let (status, _) = call(&api, Method::PUT, "/v1/services/plain/maybe", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
