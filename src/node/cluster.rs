@@ -51,6 +51,8 @@ pub(super) struct Cluster {
     changed: bool,
     /// When our record last went out on gossip.
     last_published: Option<Instant>,
+    /// Our record reached at least one peer: from then on the interval is soon enough.
+    heard: bool,
     load: LoadSampler,
     services_file: PathBuf,
     /// Ids of the services registered through the API (persisted); the others come from `--service`.
@@ -101,6 +103,7 @@ impl Cluster {
             next_announce: now,
             changed: true,
             last_published: None,
+            heard: false,
             load: LoadSampler::default(),
             services_file,
             api_services,
@@ -124,6 +127,19 @@ impl Cluster {
         }
         self.next_gauges = now + GAUGE_INTERVAL;
         true
+    }
+
+    /// A peer joined the members topic. Until our record has reached someone, that is the moment to announce it: a
+    /// node that just started would otherwise stay unknown, beyond its direct peers, for a whole interval.
+    pub fn someone_listens(&mut self) {
+        if !self.heard {
+            self.changed = true;
+        }
+    }
+
+    /// Our record went out to at least one peer.
+    pub fn heard(&mut self) {
+        self.heard = true;
     }
 
     /// Whether a view request from `peer` is the first on its current connection (then it is served, once).

@@ -371,7 +371,10 @@ impl EventLoop {
             .gossipsub
             .publish(IdentTopic::new(MEMBERS_TOPIC), envelope.to_vec())
         {
-            Ok(_) => self.metrics.cluster.count_bytes("sent", "gossip", bytes),
+            Ok(_) => {
+                self.cluster.heard();
+                self.metrics.cluster.count_bytes("sent", "gossip", bytes);
+            }
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
             Err(e) => tracing::warn!("member record not published: {e}"),
         }

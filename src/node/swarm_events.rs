@@ -318,6 +318,7 @@ impl EventLoop {
                     topic: topic.into_string(),
                 });
             }
+            gossipsub::Event::Subscribed { .. } => self.cluster.someone_listens(),
             gossipsub::Event::GossipsubNotSupported { peer_id } => {
                 tracing::debug!(peer = %peer_id, "peer does not speak gossipsub");
             }
