@@ -8,6 +8,7 @@
 //!    its announcements), SIGKILL, then the last of the others' `member … → suspect` and `→ failed`; baseline, in
 //!    the same sample: the last `peer_state active → disconnected` for it on the nodes that had a connection to it
 //!    (the node's own liveness detection), and the timers themselves (ttl, 3 × ttl).
+//!
 //! Times are event `ts` (unix ms, the nodes' clock, which is this machine's) minus the moment this program acted.
 //!
 //! Traffic, in the formed swarm before the samples: `swarmnode_member_bytes_total` (sent, received) and the libp2p
