@@ -65,11 +65,11 @@ impl EventLoop {
         };
         // Records come every interval, and at most every MIN_PUBLISH_GAP from an honest node: faster ones are dropped
         // (not forwarded), so one peer cannot make the whole swarm verify records at line rate.
-        let too_soon =
-            self.cluster.members.get(&author).is_some_and(|member| {
-                Instant::now().saturating_duration_since(member.renewed_at) < MIN_PUBLISH_GAP / 2
-            });
-        if too_soon {
+        if self
+            .cluster
+            .members
+            .too_soon(&author, MIN_PUBLISH_GAP / 2, Instant::now())
+        {
             self.report(message_id, &source, MessageAcceptance::Ignore);
             self.count_rejection("member_rate");
             return;

@@ -338,6 +338,14 @@ impl Members {
         transitions
     }
 
+    /// Whether a record from `author` arrives sooner than `gap` after its last renewal: an honest node sends at most
+    /// one per gap, so a faster one is dropped (not forwarded) rather than verified and relayed at line rate.
+    pub fn too_soon(&self, author: &PeerId, gap: Duration, now: Instant) -> bool {
+        self.members
+            .get(author)
+            .is_some_and(|member| now.saturating_duration_since(member.renewed_at) < gap)
+    }
+
     pub fn get(&self, peer: &PeerId) -> Option<&Member> {
         self.members.get(peer)
     }

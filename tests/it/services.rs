@@ -4,14 +4,12 @@
 //! survive a restart and a deregistration sticks; `swarmnode service`, `members`, `services` and `route` print what
 //! the node knows.
 
-use std::time::Duration;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    DEADLINE,
     binary::{RunningBinary, swarmnode},
+    eventually,
 };
 
 const FLAGS: [&str; 6] = ["--member-interval", "300ms", "--member-ttl", "1s", "--name", "svc-node"];
@@ -31,17 +29,6 @@ async fn instance(api: &str, id: &str) -> Option<Value> {
     let (status, listed) = call(api, Method::GET, "/v1/services", None).await;
     assert_eq!(status, StatusCode::OK);
     listed.as_array().unwrap().iter().find(|s| s["id"] == id).cloned()
-}
-
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +59,7 @@ async fn a_ttl_service_is_critical_until_reported_passing_and_again_when_its_ttl
     node.wait_for("a service_health event", |line| {
         line["event"] == "service_health" && line["service"] == "worker" && line["to"] == "passing"
     });
-    until("the TTL runs out", async || {
+    eventually("the TTL runs out", || async {
         instance(&api, "worker").await.unwrap()["output"] == "TTL expired"
     })
     .await;

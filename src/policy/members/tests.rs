@@ -465,3 +465,17 @@ fn counts_and_sizes_include_our_own_member() {
     assert_eq!(serde_json::to_string(&Suspect).unwrap(), "\"suspect\"");
     assert_eq!("left".parse::<MemberStatus>().unwrap(), Left);
 }
+
+#[test]
+fn a_record_sooner_than_the_gap_after_the_last_renewal_is_too_soon() {
+    let (mut members, start) = (view(), Instant::now());
+    let peer = PeerId::random();
+    let gap = Duration::from_millis(100);
+    assert!(
+        !members.too_soon(&peer, gap, start),
+        "an unknown author is never too soon"
+    );
+    members.offer(peer, record(1, 1), bytes(1), Duration::ZERO, start);
+    assert!(members.too_soon(&peer, gap, start + Duration::from_millis(99)));
+    assert!(!members.too_soon(&peer, gap, start + gap));
+}
