@@ -13,6 +13,7 @@ pub mod files;
 pub mod metrics;
 pub mod node;
 pub mod policy;
+pub mod state;
 pub mod security;
 pub mod time;
 pub mod wire;

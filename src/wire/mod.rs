@@ -7,3 +7,4 @@ pub mod cbor;
 pub mod envelope;
 pub mod leave;
 pub mod members;
+pub mod state;
