@@ -4,6 +4,7 @@
 pub mod bounds;
 pub mod members;
 pub mod services;
+pub mod state;
 mod topic;
 
 use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr, time::Duration};
@@ -110,6 +111,8 @@ pub struct NodeConfig {
     pub event_buffer_bytes: usize,
     /// What the node announces about itself to the swarm, and how records age.
     pub members: members::MembersConfig,
+    /// The replicated map's limits and timers.
+    pub state: state::StateConfig,
 }
 
 impl NodeConfig {
@@ -149,6 +152,7 @@ impl NodeConfig {
             peer_message_rate: 2000,
             event_buffer_bytes: 64 << 20,
             members: members::MembersConfig::default(),
+            state: state::StateConfig::default(),
         }
     }
 
@@ -195,6 +199,7 @@ impl NodeConfig {
         }
         bounds::check(self)?;
         self.members.validate(self.heartbeat)?;
+        self.state.validate()?;
         if self.liveness.peer_timeout <= self.heartbeat {
             return Err(ConfigError::new(
                 "peer-timeout",

@@ -5,6 +5,7 @@
 //! gauges on every housekeeping tick (100 ms), from counts the tables keep, so a scrape costs the loop nothing.
 
 mod cluster;
+mod state;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use prometheus_client::{
 
 use crate::{node::Buffered, policy::liveness::PeerState};
 pub use cluster::{CheckLabel, ClusterMetrics};
+pub use state::StateMetrics;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -120,6 +122,8 @@ pub struct Metrics {
     pub event_buffer_events: Gauge,
     /// Members, services, checks and the bytes membership costs.
     pub cluster: ClusterMetrics,
+    /// The replicated map.
+    pub state: StateMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -231,8 +235,10 @@ impl Metrics {
             event_buffer_events.clone(),
         );
         let cluster = ClusterMetrics::register(ours);
+        let state = StateMetrics::register(ours);
         Metrics {
             cluster,
+            state,
             registry: Arc::new(registry),
             event_buffer_bytes,
             event_buffer_events,

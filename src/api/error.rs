@@ -173,6 +173,12 @@ fn status_and_code(error: &NodeError) -> (StatusCode, &'static str) {
         NodeError::ServiceConflict { .. } => (StatusCode::CONFLICT, "service_conflict"),
         NodeError::InvalidRoute { .. } => (StatusCode::BAD_REQUEST, "invalid_route"),
         NodeError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failed"),
+        NodeError::InvalidKey { .. } => (StatusCode::BAD_REQUEST, "invalid_key"),
+        NodeError::InvalidStateRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_state_request"),
+        NodeError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        NodeError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
+        NodeError::StateFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "state_full"),
+        NodeError::VersionNotVisible { .. } => (StatusCode::GATEWAY_TIMEOUT, "version_not_visible"),
     }
 }
 

@@ -229,7 +229,9 @@ impl Behaviour {
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
             .message_id_fn(|message: &gossipsub::Message| message_id(&message.data))
-            .max_transmit_size(config.max_message_size.max(MAX_RECORD_BYTES) + GOSSIP_RPC_OVERHEAD)
+            .max_transmit_size(
+                config.max_message_size.max(MAX_RECORD_BYTES).max(config.state.max_delta_bytes()) + GOSSIP_RPC_OVERHEAD,
+            )
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;
         let subscription_filter = gossipsub::MaxCountSubscriptionFilter {

@@ -83,6 +83,18 @@ pub enum NodeError {
     /// The node could not write its own state (the services file in the data directory).
     #[error("cannot save: {reason}")]
     Storage { reason: String },
+    #[error("invalid key: {reason}")]
+    InvalidKey { reason: String },
+    #[error("invalid state request: {reason}")]
+    InvalidStateRequest { reason: String },
+    #[error("the value is {size} bytes; the largest this node stores is {limit} bytes (--max-value-size)")]
+    ValueTooLarge { size: usize, limit: usize },
+    #[error("no key {key:?} in the state")]
+    KeyNotFound { key: String },
+    #[error("{reason}; delete keys or run the node with a larger --max-state-bytes")]
+    StateFull { reason: String },
+    #[error("version {version} of key {key:?} is not visible on this node after waiting {waited_ms} ms")]
+    VersionNotVisible { key: String, version: u64, waited_ms: u64 },
 }
 
 impl NodeError {

@@ -167,6 +167,28 @@ pub enum EventKind {
         to: Health,
         output: String,
     },
+    /// A key of the replicated map changed on this node: `op` is `put`, `delete` or `expire`; `source` is `local`
+    /// (written through this node) or `remote` (from gossip or sync). A put carries the value as `data` (text, or
+    /// base64 with `"encoding": "base64"`).
+    StateChanged {
+        key: String,
+        op: StateOp,
+        source: &'static str,
+        /// The change's version (hybrid logical clock time) as a decimal string.
+        version: String,
+        origin: String,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        data: Option<MessageData>,
+    },
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateOp {
+    Put,
+    Delete,
+    Expire,
 }
 
 /// Which side of an admission refused.
@@ -409,6 +431,14 @@ mod tests {
                 from: Some(Health::Passing),
                 to: Health::Critical,
                 output: "HTTP 500".into(),
+            },
+            EventKind::StateChanged {
+                key: "k".into(),
+                op: StateOp::Put,
+                source: "local",
+                version: "1".into(),
+                origin: peer.to_string(),
+                data: Some(MessageData(Bytes::from_static(b"v"))),
             },
         ];
         let names: Vec<&str> = kinds.iter().map(EventKind::name).collect();

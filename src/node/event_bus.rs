@@ -180,6 +180,7 @@ impl State {
 fn event_cost(event: &Event) -> usize {
     let payload = match &event.kind {
         EventKind::Message { data, .. } => data.0.len(),
+        EventKind::StateChanged { data: Some(data), .. } => data.0.len(),
         _ => 0,
     };
     EVENT_OVERHEAD + payload

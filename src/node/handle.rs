@@ -90,6 +90,8 @@ pub(crate) enum Command {
         note: Option<String>,
         reply: Reply<()>,
     },
+    /// The replicated map (`state_handle.rs`).
+    State(super::state_handle::StateCommand),
     Shutdown,
 }
 
@@ -221,7 +223,7 @@ impl NodeHandle {
     }
 
     /// Sends a command and awaits its reply; `Stopped` when the loop is gone before it could answer.
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+    pub(crate) async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
         let (reply, response) = oneshot::channel();
         self.commands
             .send(command(reply))
