@@ -1,5 +1,6 @@
 //! `GET /v1/events`: the node's event stream as Server-Sent Events, one SSE event per node event (`event:` its name,
-//! `data:` the same JSON line `swarmnode run` prints), filtered by `?types=` and `?topic=`. Each client reads its own
+//! `data:` the same JSON line `swarmnode run` prints), filtered by `?types=` and `?topic=`; a state watch
+//! (`GET /v1/state/watch`, `state.rs`) is the same stream filtered to `state_changed` events under a key prefix. Each client reads its own
 //! event receiver, so a slow client only hurts itself: when it falls behind (events it missed were dropped from the
 //! node's buffer, or more than `--api-event-stream-bytes` wait for it) it gets a final `lagged` event and the stream
 //! ends; the node never waits for it. The stream takes the next event only when the server asks for it (one event at
@@ -27,7 +28,7 @@ use super::{
     error::{ApiError, shorten},
 };
 use crate::{
-    node::{EventKind, EventReceiver, RecvError},
+    node::{EventKind, EventReceiver, RecvError, watch_matches},
     time::now_unix_ms,
 };
 
@@ -50,6 +51,8 @@ pub struct EventsQuery {
 pub struct EventFilter {
     types: Option<HashSet<&'static str>>,
     topic: Option<String>,
+    /// Only `state_changed` events of keys starting with this.
+    key_prefix: Option<String>,
 }
 
 impl EventFilter {
@@ -70,12 +73,25 @@ impl EventFilter {
                     .collect::<Result<HashSet<_>, _>>()?,
             ),
         };
-        Ok(EventFilter { types, topic })
+        Ok(EventFilter {
+            types,
+            topic,
+            key_prefix: None,
+        })
+    }
+
+    /// A state watch: the changes of keys starting with `prefix` (every key when it is empty).
+    pub fn state_watch(prefix: String) -> Self {
+        EventFilter {
+            key_prefix: Some(prefix),
+            ..EventFilter::default()
+        }
     }
 
     pub fn wants(&self, kind: &EventKind) -> bool {
         self.types.as_ref().is_none_or(|types| types.contains(kind.name()))
             && self.topic.as_deref().is_none_or(|topic| kind.topic() == Some(topic))
+            && self.key_prefix.as_deref().is_none_or(|prefix| watch_matches(kind, prefix))
     }
 }
 
@@ -97,6 +113,11 @@ pub async fn events(
     let Query(query) = query?;
     let filter = EventFilter::new(query.types.as_deref(), query.topic)
         .map_err(|why| ApiError::bad_request("invalid_event_type", why))?;
+    Ok(open_stream(&state, filter))
+}
+
+/// The SSE answer of one stream of the events `filter` wants, or 503 when `--api-max-event-streams` are open.
+pub(super) fn open_stream(state: &ApiState, filter: EventFilter) -> Response {
     let Ok(permit) = state.event_streams.clone().try_acquire_owned() else {
         state
             .handle
@@ -114,7 +135,7 @@ pub async fn events(
                 state.limits.max_event_streams
             ),
         );
-        return Ok(([(header::RETRY_AFTER, "1")], error).into_response());
+        return ([(header::RETRY_AFTER, "1")], error).into_response();
     };
     let stream = EventStream {
         receiver: state.handle.subscribe_events(),
@@ -122,9 +143,9 @@ pub async fn events(
         budget: state.limits.event_stream_bytes as u64,
         _permit: permit,
     };
-    Ok(Sse::new(event_stream(stream))
+    Sse::new(event_stream(stream))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+        .into_response()
 }
 
 /// One client's stream: its receiver, what it asked for, how far behind it may fall, and its place under the cap
@@ -249,6 +270,23 @@ mod tests {
         assert_eq!(rest.len(), 1, "only the notice: {rest:?}");
         let text = format!("{:?}", rest[0]);
         assert!(text.contains("lagged") && text.contains("\\\"skipped\\\":5"), "{text}");
+    }
+
+    #[test]
+    fn a_state_watch_wants_the_changes_of_keys_under_its_prefix_only() {
+        let changed = |key: &str| EventKind::StateChanged {
+            key: key.into(),
+            op: crate::node::StateOp::Put,
+            source: "local",
+            version: "1".into(),
+            origin: "peer".into(),
+            data: None,
+        };
+        let watch = EventFilter::state_watch("user/".into());
+        assert!(watch.wants(&changed("user/42")));
+        assert!(!watch.wants(&changed("users")));
+        assert!(!watch.wants(&subscribed("user/42")), "only state changes");
+        assert!(EventFilter::state_watch(String::new()).wants(&changed("any")));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod openapi;
 mod routes;
 mod server;
+pub mod state;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -111,6 +112,9 @@ fn route_table() -> OpenApiRouter<ApiState> {
         .routes(routes!(cluster::register, cluster::deregister))
         .routes(routes!(cluster::update_ttl))
         .routes(routes!(cluster::route))
+        .routes(routes!(state::list))
+        .routes(state::watch_routes())
+        .routes(state::key_routes())
         .routes(routes!(routes::diagnose))
         .routes(routes!(routes::openapi))
         .routes(routes!(routes::metrics))
@@ -148,7 +152,7 @@ async fn no_such_route() -> ApiError {
     ApiError::not_found("no_such_route", "no such route; GET /v1/openapi.json lists them")
 }
 
-async fn method_not_allowed() -> ApiError {
+pub(super) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -41,13 +41,25 @@ impl Modify for BearerToken {
 }
 
 /// Adds what the derives cannot say to the document the route table built: a publish carries exactly one of `data`
-/// and `data_base64`, `?types=` takes the event names of `EventKind`, and every route may answer 403, 408 and 503
-/// before its handler runs.
+/// and `data_base64` (a state put one of `value` and `value_base64`), `?types=` takes the event names of
+/// `EventKind`, a key path parameter is written `{key}` where the router has the wildcard `{*key}`, and every route
+/// may answer 403, 408 and 503 before its handler runs.
 pub(super) fn finish(document: &mut openapi::OpenApi) {
-    exactly_one_payload(document);
+    exactly_one(document, "PublishBody", &["data", "data_base64"]);
+    exactly_one(document, "StatePut", &["value", "value_base64"]);
     exactly_one_check(document);
     describe_event_types(document);
+    plain_path_parameters(document);
     describe_answers_before_the_handler(document);
+}
+
+/// axum's catch-all `{*key}` (a parameter that may span segments) is a plain `{key}` in OpenAPI.
+fn plain_path_parameters(document: &mut openapi::OpenApi) {
+    let paths = std::mem::take(&mut document.paths.paths);
+    document.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
 }
 
 /// The guard's 403s, the timeouts' 408 and the connection cap's 503, on every operation.
@@ -97,22 +109,23 @@ fn describe_answers_before_the_handler(document: &mut openapi::OpenApi) {
     }
 }
 
-fn exactly_one_payload(document: &mut openapi::OpenApi) {
+/// The body schema `name` requires exactly one of `fields`.
+fn exactly_one(document: &mut openapi::OpenApi, name: &str, fields: &[&str]) {
     let Some(schema) = document
         .components
         .as_mut()
-        .and_then(|components| components.schemas.get_mut("PublishBody"))
+        .and_then(|components| components.schemas.get_mut(name))
     else {
         return;
     };
-    let one_of = OneOfBuilder::new()
-        .item(ObjectBuilder::new().required("data"))
-        .item(ObjectBuilder::new().required("data_base64"));
+    let one_of = fields
+        .iter()
+        .fold(OneOfBuilder::new(), |one_of, field| one_of.item(ObjectBuilder::new().required(*field)));
     *schema = RefOr::T(Schema::AllOf(
         AllOfBuilder::new()
             .item(schema.clone())
             .item(one_of)
-            .description(Some("exactly one of data and data_base64"))
+            .description(Some(format!("exactly one of {}", fields.join(" and "))))
             .build(),
     ));
 }
@@ -120,22 +133,10 @@ fn exactly_one_payload(document: &mut openapi::OpenApi) {
 /// A check is exactly one of `http`, `tcp` and `ttl`; each service tag is a short word (the schema promises the
 /// characters that always pass the node's text rule).
 fn exactly_one_check(document: &mut openapi::OpenApi) {
+    exactly_one(document, "CheckBody", &["http", "tcp", "ttl"]);
     let Some(schemas) = document.components.as_mut().map(|components| &mut components.schemas) else {
         return;
     };
-    if let Some(schema) = schemas.get_mut("CheckBody") {
-        let one_of = OneOfBuilder::new()
-            .item(ObjectBuilder::new().required("http"))
-            .item(ObjectBuilder::new().required("tcp"))
-            .item(ObjectBuilder::new().required("ttl"));
-        *schema = RefOr::T(Schema::AllOf(
-            AllOfBuilder::new()
-                .item(schema.clone())
-                .item(one_of)
-                .description(Some("exactly one of http, tcp and ttl"))
-                .build(),
-        ));
-    }
     if let Some(RefOr::T(Schema::Object(body))) = schemas.get_mut("ServiceBody")
         && let Some(RefOr::T(Schema::Array(tags))) = body.properties.get_mut("tags")
     {
@@ -181,7 +182,7 @@ pub fn documented_routes(document: &Value) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use axum::{
         Router,
         body::{Body, to_bytes},
@@ -191,17 +192,24 @@ mod tests {
 
     use super::*;
 
-    async fn send(router: &Router, method: &str, path: &str, body: &'static str) -> (StatusCode, Value) {
+    /// Sends a request as a local client would; the answer's JSON, `Null` for a stream or a body that is not JSON.
+    pub(in crate::api) async fn send(
+        router: &Router,
+        method: &str,
+        path: &str,
+        body: impl Into<Body>,
+    ) -> (StatusCode, Value) {
         let request = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "127.0.0.1:5100")
             .header("content-type", "application/json")
-            .body(Body::from(body))
+            .body(body.into())
             .unwrap();
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
-        if path == "/v1/events" {
+        let content_type = response.headers().get(axum::http::header::CONTENT_TYPE);
+        if content_type.is_some_and(|value| value == "text/event-stream") {
             // A stream: its headers are the answer.
             return (status, Value::Null);
         }
@@ -212,6 +220,14 @@ mod tests {
     /// The document the router serves, with the router, over a node that has stopped: every operation that asks the
     /// node answers 503 node_stopped, which shows it reached its handler.
     async fn stopped_node_router() -> (Router, Value) {
+        let router = super::super::router(stopped_node().await, None, 1 << 20, Default::default());
+        let (status, document) = send(&router, "GET", "/v1/openapi.json", "").await;
+        assert_eq!(status, StatusCode::OK);
+        (router, document)
+    }
+
+    /// The handle of a node that has stopped.
+    pub(in crate::api) async fn stopped_node() -> crate::node::NodeHandle {
         let dir = tempfile::tempdir().unwrap();
         let mut config = crate::config::NodeConfig::with_data_dir(dir.path().to_path_buf());
         config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
@@ -219,17 +235,14 @@ mod tests {
         let node = crate::node::spawn(config).await.unwrap();
         let handle = node.handle.clone();
         node.shutdown().await;
-        let router = super::super::router(handle, None, 1 << 20, Default::default());
-        let (status, document) = send(&router, "GET", "/v1/openapi.json", "").await;
-        assert_eq!(status, StatusCode::OK);
-        (router, document)
+        handle
     }
 
     #[tokio::test]
     async fn the_document_lists_exactly_the_routes_the_router_serves() {
         let (router, document) = stopped_node_router().await;
         let documented = documented_routes(&document);
-        assert_eq!(documented.len(), 18, "{documented:?}");
+        assert_eq!(documented.len(), 23, "{documented:?}");
         for (method, path) in documented {
             let uri = path
                 .replace("{peer}", "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5")
@@ -241,11 +254,12 @@ mod tests {
                 "/v1/peers" if method == "POST" => r#"{"address": "/ip4/127.0.0.1/tcp/1"}"#,
                 "/v1/publish" => r#"{"topic": "probe", "data": "x"}"#,
                 "/v1/services/{id}" if method == "PUT" => r#"{"name": "web", "port": 8080}"#,
+                "/v1/state/{key}" if method == "PUT" => r#"{"value": "x"}"#,
                 _ => "",
             };
             let (status, answer) = send(&router, &method, &uri, body).await;
             // The document, the event stream and the metrics (kept current by the loop) need nothing of the node.
-            if matches!(path.as_str(), "/v1/openapi.json" | "/v1/events" | "/metrics") {
+            if matches!(path.as_str(), "/v1/openapi.json" | "/v1/events" | "/v1/state/watch" | "/metrics") {
                 assert_eq!(status, StatusCode::OK, "{method} {path}");
             } else {
                 assert_eq!(
@@ -269,6 +283,10 @@ mod tests {
         assert_eq!(document["openapi"], "3.1.0");
         let publish = &document["components"]["schemas"]["PublishBody"];
         assert_eq!(publish["allOf"][1]["oneOf"][0]["required"], serde_json::json!(["data"]));
+        let put = &document["components"]["schemas"]["StatePut"];
+        assert_eq!(put["allOf"][1]["oneOf"][1]["required"], serde_json::json!(["value_base64"]));
+        let key = &document["paths"]["/v1/state/{key}"]["get"]["parameters"][0];
+        assert_eq!((&key["name"], &key["in"]), (&Value::from("key"), &Value::from("path")));
         let types = &document["paths"]["/v1/events"]["get"]["parameters"][0];
         assert_eq!(types["name"], "types");
         let description = types["description"].as_str().unwrap();

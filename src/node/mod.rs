@@ -19,6 +19,8 @@ mod load;
 mod members;
 mod probe;
 mod publish_budget;
+mod state_handle;
+mod state_views;
 mod swarm_events;
 mod transport;
 mod views;
@@ -47,10 +49,12 @@ pub use cluster_views::{
     MAX_ROUTE_OWNERS, MemberFilter, MemberInfo, RouteAnswer, RouteOwner, RouteRequest, ServiceFilter, ServiceInstance,
 };
 pub use error::NodeError;
-pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
+pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy, StateOp};
 pub use event_bus::{Behind, Buffered, EVENT_OVERHEAD, EventReceiver, RecvError, TryRecvError};
 pub(crate) use event_bus::{EventBufferLimits, event_channel};
 pub use handle::NodeHandle;
+pub use state_handle::{MAX_PAGE, MAX_TTL, MAX_WAIT, MIN_TTL, watch_matches};
+pub use state_views::{StateEntry, StatePage, StateSummary, StateWrite};
 pub use transport::SecurityUpgrade;
 pub use views::{
     BootstrapStatus, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PublishRequest, Published,
