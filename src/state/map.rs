@@ -337,6 +337,12 @@ impl Map {
         Persist { entries, books }
     }
 
+    /// Marks what a failed commit held as dirty again, so the next commit retries it.
+    pub fn redirty(&mut self, persist: &Persist) {
+        self.dirty_keys.extend(persist.entries.iter().map(|(key, _)| key.clone()));
+        self.dirty_books.extend(persist.books.iter().map(|(actor, _)| *actor));
+    }
+
     fn make_room(&self, change: &Change) -> Result<(), StateError> {
         let freed = self.entries.get(&change.key).map_or(0, Change::cost);
         let held = self.bytes - freed + change.cost();
@@ -375,6 +381,12 @@ impl Map {
         self.dirty_keys.insert(key.to_owned());
         Some(change)
     }
+}
+
+/// Whether a remote change's time is further ahead of our clock's `now` than `max_drift` (all NTP64): such a change
+/// is refused, never applied, or one node with a fast clock would win every write for as long as its clock is ahead.
+pub fn too_far_ahead(time: u64, now: u64, max_drift: u64) -> bool {
+    time > now.saturating_add(max_drift)
 }
 
 /// Whether a change is a value at `now`: not a tombstone, not expired.

@@ -233,6 +233,25 @@ fn tombstones_wait_for_every_alive_member_or_the_ttl() {
 }
 
 #[test]
+fn remote_times_far_ahead_are_refused() {
+    use super::map::too_far_ahead;
+    assert!(!too_far_ahead(1000, 1000, 0));
+    assert!(!too_far_ahead(1500, 1000, 500));
+    assert!(too_far_ahead(1501, 1000, 500));
+    assert!(!too_far_ahead(10, 1000, 500), "the past is never refused");
+    assert!(!too_far_ahead(u64::MAX, u64::MAX - 1, u64::MAX));
+}
+
+#[test]
+fn a_failed_commit_is_retried() {
+    let mut a = node(1);
+    a.write("k", value("1"), 1, None).unwrap();
+    let persist = a.take_dirty();
+    a.redirty(&persist);
+    assert_eq!(a.take_dirty(), persist);
+}
+
+#[test]
 fn the_store_gets_every_change_once() {
     let mut a = node(1);
     a.write("k", value("1"), 1, None).unwrap();
