@@ -248,7 +248,11 @@ impl Behaviour {
             .validate_messages()
             .message_id_fn(|message: &gossipsub::Message| message_id(&message.data))
             .max_transmit_size(
-                config.max_message_size.max(MAX_RECORD_BYTES).max(config.state.max_delta_bytes()) + GOSSIP_RPC_OVERHEAD,
+                config
+                    .max_message_size
+                    .max(MAX_RECORD_BYTES)
+                    .max(config.state.max_delta_bytes())
+                    + GOSSIP_RPC_OVERHEAD,
             )
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;

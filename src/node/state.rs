@@ -126,7 +126,10 @@ impl Replica {
         }
         let result = self.store.commit(&persist).map(|_| ());
         for ack in acks {
-            let answer = result.as_ref().map(|()| StateWrite::of(&ack.change)).map_err(storage_error);
+            let answer = result
+                .as_ref()
+                .map(|()| StateWrite::of(&ack.change))
+                .map_err(storage_error);
             let _ = ack.reply.send(answer);
         }
         if let Err(e) = result {
@@ -160,7 +163,9 @@ pub(super) fn ntp(duration: Duration) -> u64 {
 }
 
 fn storage_error(error: &StoreError) -> NodeError {
-    NodeError::Storage { reason: error.to_string() }
+    NodeError::Storage {
+        reason: error.to_string(),
+    }
 }
 
 impl EventLoop {
@@ -175,7 +180,12 @@ impl EventLoop {
                 };
                 let _ = reply.send(lookup);
             }
-            StateCommand::List { prefix, cursor, limit, reply } => {
+            StateCommand::List {
+                prefix,
+                cursor,
+                limit,
+                reply,
+            } => {
                 let (entries, more) = self.replica.map.list(&prefix, cursor.as_deref(), limit, now_ntp());
                 let entries: Vec<StateEntry> = entries.into_iter().map(StateEntry::of).collect();
                 let next_cursor = more.then(|| entries.last().map(|e| e.key.clone())).flatten();
@@ -199,7 +209,10 @@ impl EventLoop {
             && value.len() > limit
         {
             self.metrics.state.refuse("size");
-            let _ = reply.send(Err(NodeError::ValueTooLarge { size: value.len(), limit }));
+            let _ = reply.send(Err(NodeError::ValueTooLarge {
+                size: value.len(),
+                limit,
+            }));
             return;
         }
         let time = self.replica.hlc.new_timestamp().get_time().0;
@@ -219,7 +232,9 @@ impl EventLoop {
                     StateError::Invalid(e) => NodeError::InvalidKey { reason: e.to_string() },
                     full @ (StateError::Full { .. } | StateError::TooManyWriters(_)) => {
                         self.metrics.state.refuse("full");
-                        NodeError::StateFull { reason: full.to_string() }
+                        NodeError::StateFull {
+                            reason: full.to_string(),
+                        }
                     }
                 };
                 let _ = reply.send(Err(error));
@@ -291,9 +306,17 @@ impl EventLoop {
             batches.push(batch);
         }
         for changes in batches {
-            let data = encode(&Deltas { v: STATE_VERSION, changes });
+            let data = encode(&Deltas {
+                v: STATE_VERSION,
+                changes,
+            });
             let size = data.len();
-            match self.swarm.behaviour_mut().gossipsub.publish(IdentTopic::new(STATE_TOPIC), data) {
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(IdentTopic::new(STATE_TOPIC), data)
+            {
                 Ok(_) => {
                     self.metrics
                         .state
@@ -309,7 +332,11 @@ impl EventLoop {
 
     /// Emits `state_changed` for a change that became a key's value here.
     pub(super) fn emit_state_change(&self, change: &Change, source: &'static str) {
-        let op = if change.value.is_some() { StateOp::Put } else { StateOp::Delete };
+        let op = if change.value.is_some() {
+            StateOp::Put
+        } else {
+            StateOp::Delete
+        };
         self.emit_state_event(change, op, source);
     }
 

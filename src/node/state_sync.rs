@@ -26,9 +26,7 @@ use crate::{
         map::too_far_ahead,
         sync::{answer, apply_response, digest, resync_page},
     },
-    wire::state::{
-        Change, ChangeError, STATE_VERSION, SYNC_CHUNK_BYTES, SyncRequest, SyncResponse, decode_deltas,
-    },
+    wire::state::{Change, ChangeError, STATE_VERSION, SYNC_CHUNK_BYTES, SyncRequest, SyncResponse, decode_deltas},
 };
 
 /// How far a periodic round may move from `--sync-interval`, either way, so rounds of many nodes do not align.
@@ -282,7 +280,9 @@ impl EventLoop {
         let replica = &mut self.replica;
         let ttl = ntp(replica.config.tombstone_ttl);
         let coverage = &replica.coverage;
-        let collected = replica.map.collect(clock, ttl, |actor| coverage.covered(actor, alive.iter()));
+        let collected = replica
+            .map
+            .collect(clock, ttl, |actor| coverage.covered(actor, alive.iter()));
         if collected > 0 {
             tracing::debug!(collected, "tombstones collected");
         }

@@ -24,6 +24,7 @@ mod members;
 mod port_flood;
 mod private;
 mod services;
+mod state;
 mod swarm;
 mod transports;
 mod validation;
