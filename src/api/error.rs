@@ -269,12 +269,20 @@ mod tests {
             (NodeError::InvalidRoute { reason: text() }, 400, "invalid_route"),
             (NodeError::Storage { reason: text() }, 500, "storage_failed"),
             (NodeError::InvalidKey { reason: text() }, 400, "invalid_key"),
-            (NodeError::InvalidStateRequest { reason: text() }, 400, "invalid_state_request"),
+            (
+                NodeError::InvalidStateRequest { reason: text() },
+                400,
+                "invalid_state_request",
+            ),
             (NodeError::ValueTooLarge { size: 2, limit: 1 }, 413, "value_too_large"),
             (NodeError::KeyNotFound { key: text() }, 404, "key_not_found"),
             (NodeError::StateFull { reason: text() }, 507, "state_full"),
             (
-                NodeError::VersionNotVisible { key: text(), version: 1, waited_ms: 5 },
+                NodeError::VersionNotVisible {
+                    key: text(),
+                    version: 1,
+                    waited_ms: 5,
+                },
                 504,
                 "version_not_visible",
             ),

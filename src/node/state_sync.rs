@@ -156,8 +156,12 @@ impl EventLoop {
 
     /// Our answer to a peer's sync request: nothing for a peer not admitted or of another version.
     fn answer_sync(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
-        if !self.is_member(&peer) || request.v != STATE_VERSION {
-            tracing::debug!(%peer, version = request.v, "state sync not served (not admitted, or another version)");
+        let within_rate = self.replica.sync_rate.allow(peer, Instant::now());
+        if !within_rate {
+            self.metrics.state.refuse("sync_rate");
+        }
+        if !within_rate || !self.is_member(&peer) || request.v != STATE_VERSION {
+            tracing::debug!(%peer, version = request.v, "state sync not served (too fast, not admitted, or another version)");
             return SyncResponse {
                 v: STATE_VERSION,
                 changes: Vec::new(),
@@ -277,6 +281,7 @@ impl EventLoop {
         }
         let members = &self.cluster.members;
         self.replica.coverage.retain(|peer| members.get(peer).is_some());
+        self.replica.resume.retain(|peer, _| members.get(peer).is_some());
         let replica = &mut self.replica;
         let ttl = ntp(replica.config.tombstone_ttl);
         let coverage = &replica.coverage;

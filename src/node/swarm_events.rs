@@ -71,6 +71,7 @@ impl EventLoop {
                 }
                 self.gossip_gate.forget(&peer_id);
                 self.cluster.disconnected(&peer_id);
+                self.replica.sync_rate.forget(&peer_id);
                 // The policy's verdict first: whoever sees `disconnected` has already seen any redial it caused.
                 let decisions = self.peers.disconnected(peer_id, Instant::now());
                 self.apply(decisions);
