@@ -307,6 +307,7 @@ impl EventLoop {
                 .map(|(reason, n)| ((*reason).to_owned(), *n))
                 .collect(),
             duplicate_ids: self.metrics.duplicates.get(),
+            state: self.state_summary(),
         }
     }
 

@@ -200,14 +200,19 @@ impl EventLoop {
                 let _ = reply.send(StatePage { entries, next_cursor });
             }
             StateCommand::Summary { reply } => {
-                let counts = self.replica.map.counts();
-                let _ = reply.send(StateSummary {
-                    keys: counts.keys,
-                    tombstones: counts.tombstones,
-                    bytes: counts.bytes,
-                    writers: counts.writers,
-                });
+                let _ = reply.send(self.state_summary());
             }
+        }
+    }
+
+    /// Counts of what the map holds.
+    pub(super) fn state_summary(&self) -> StateSummary {
+        let counts = self.replica.map.counts();
+        StateSummary {
+            keys: counts.keys,
+            tombstones: counts.tombstones,
+            bytes: counts.bytes,
+            writers: counts.writers,
         }
     }
 
