@@ -214,7 +214,12 @@ mod tests {
             topics: BTreeMap::from([("chat".to_owned(), 2)]),
             rejected_messages: BTreeMap::from([("bad_origin".to_owned(), 3)]),
             duplicate_ids: 1,
-            state: crate::node::StateSummary { keys: 4, tombstones: 1, bytes: 500, writers: 2 },
+            state: crate::node::StateSummary {
+                keys: 4,
+                tombstones: 1,
+                bytes: 500,
+                writers: 2,
+            },
         });
         round_trip(vec![PeerInfo {
             peer,

@@ -21,8 +21,11 @@ fn value(s: &str) -> Option<Bytes> {
     Some(Bytes::copy_from_slice(s.as_bytes()))
 }
 
+/// Every writer's versions, as ranges.
+type Books = Vec<(Actor, Vec<(u64, u64)>)>;
+
 /// What a map holds, for comparing replicas: every entry and every writer's versions.
-fn snapshot(map: &Map) -> (Vec<Change>, Vec<(Actor, Vec<(u64, u64)>)>) {
+fn snapshot(map: &Map) -> (Vec<Change>, Books) {
     let entries = map.entries_after("").cloned().collect();
     let mut books: Vec<_> = map.books().map(|(a, b)| (*a, b.have.ranges().collect())).collect();
     books.sort();

@@ -84,7 +84,12 @@ async fn kill_9_during_a_write_burst_loses_nothing_acknowledged() {
         .iter()
         .filter(|(key, version)| stored.get(*key) != Some(version))
         .collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged writes lost: {lost:?}", lost.len(), acknowledged.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
 }
 
 #[test]
@@ -105,7 +110,10 @@ fn a_corrupt_state_database_stops_the_binary_with_a_clear_message() {
     ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("state.redb") && stderr.contains("cannot be opened"), "{stderr}");
+    assert!(
+        stderr.contains("state.redb") && stderr.contains("cannot be opened"),
+        "{stderr}"
+    );
     assert!(stderr.contains("move it away"), "{stderr}");
     assert_eq!(std::fs::read(&path).unwrap(), garbage);
 }
