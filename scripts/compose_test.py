@@ -33,6 +33,7 @@ TIMINGS = {
     "SWARMNODE_DIAL_TIMEOUT": "2s",
     "SWARMNODE_MEMBER_INTERVAL": "1s",
     "SWARMNODE_MEMBER_TTL": "3s",
+    "SWARMNODE_SYNC_INTERVAL": "2s",
 }
 
 
@@ -174,6 +175,22 @@ def lan_b_joined(ids):
 
 
 RESULTS = []
+
+
+def state_put(service, key, value):
+    run(["docker", "exec", container(service), "swarmnode", "state", "put", key, value])
+
+
+def state_map(service):
+    """The service's whole `swarmnode state list`: key → (value, version)."""
+    return {e["key"]: (e.get("value"), e["version"]) for e in api(service, "state", "list")}
+
+
+def same_state(services):
+    """Every service's state map, once they are all identical (else None)."""
+    maps = on_each(services, state_map)
+    first = maps[services[0]]
+    return first if all(maps[s] == first for s in services) else None
 
 
 def scenario(name, expectation):
@@ -406,6 +423,55 @@ def main():
             wait_until("every member alive everywhere again", lambda: all_alive(ids), deadline=90)
             alive = [first_change_to(o, ids[m], "alive", healed) for o, m in across]
             return f"partition → failed {spread(failed)}; reconnect → alive {spread(alive)}"
+
+        @scenario("state partition", "bootstrap off lan-b, 20 writes on each side and one key written on both; "
+                  "back on: every node returns the same `state list`, with every write and the later shared value")
+        def _():
+            network = f"{PROJECT}_lan-b"
+            side_a, side_b = ["bootstrap"] + LAN_A, LAN_B
+            state_put("node-a1", "before", "partition")
+            wait_until("the first write everywhere", lambda: all("before" in state_map(s) for s in ALL))
+            run(["docker", "network", "disconnect", network, container("bootstrap")])
+            try:
+                wait_until(
+                    "the loss visible in node-b1's peer states",
+                    lambda: not any(p["peer"] == ids["bootstrap"] and p["state"] == "active"
+                                    for p in api("node-b1", "peers")),
+                )
+                for i in range(20):
+                    state_put("node-a1", f"a/{i}", f"from a {i}")
+                    state_put("node-b1", f"b/{i}", f"from b {i}")
+                state_put("node-a2", "shared", "a, earlier")
+                state_put("node-b2", "shared", "b, later")
+                wait_until("lan-a's writes on its side", lambda: "a/19" in state_map("node-a3"))
+                if any(k.startswith("b/") for k in state_map("node-a3")):
+                    raise AssertionError("a lan-b write crossed the partition")
+            finally:
+                run(["docker", "network", "connect", "--alias", "bootstrap", network, container("bootstrap")])
+            healed = wait_until("every node has the same state", lambda: same_state(side_a + side_b), deadline=90)
+            final = same_state(ALL)
+            missing = [k for k in [f"a/{i}" for i in range(20)] + [f"b/{i}" for i in range(20)] if k not in final]
+            if missing or final["shared"][0] != "b, later":
+                raise AssertionError(f"missing {missing}, shared = {final.get('shared')}")
+            return f"{len(final)} keys identical on all {len(ALL)} nodes {healed:.1f} s after reconnect"
+
+        @scenario("state restart", "docker kill node-a2, writes meanwhile; docker start: its state is back from "
+                  "disk and caught up")
+        def _():
+            before = state_map("node-a2")
+            run(["docker", "kill", container("node-a2")])
+            for i in range(10):
+                state_put("node-a1", f"while-down/{i}", str(i))
+            run(["docker", "start", container("node-a2")])
+            started = time.monotonic()
+            wait_until("node-a2's API", lambda: peer_id("node-a2"))
+            back = state_map("node-a2")
+            lost = [k for k in before if k not in back and not k.startswith("while-down/")]
+            if lost:
+                raise AssertionError(f"node-a2 lost {lost} across the kill")
+            caught_up = wait_until("node-a2 caught up", lambda: same_state(["node-a1", "node-a2"]))
+            return (f"{len(before)} keys back from disk; caught up with the 10 writes made while it was down "
+                    f"{time.monotonic() - started:.1f} s after start ({caught_up:.1f} s after its API answered)")
 
         @scenario("graceful stop", "docker stop node-a3: the others report left, in peers and in members, "
                   "no reconnect attempts")

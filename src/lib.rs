@@ -13,7 +13,7 @@ pub mod files;
 pub mod metrics;
 pub mod node;
 pub mod policy;
-pub mod state;
 pub mod security;
+pub mod state;
 pub mod time;
 pub mod wire;

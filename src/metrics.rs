@@ -22,7 +22,7 @@ use prometheus_client::{
 
 use crate::{node::Buffered, policy::liveness::PeerState};
 pub use cluster::{CheckLabel, ClusterMetrics};
-pub use state::StateMetrics;
+pub use state::{SourceLabel as StateSourceLabel, StateMetrics};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {

@@ -175,7 +175,7 @@ fn status_and_code(error: &NodeError) -> (StatusCode, &'static str) {
         NodeError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failed"),
         NodeError::InvalidKey { .. } => (StatusCode::BAD_REQUEST, "invalid_key"),
         NodeError::InvalidStateRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_state_request"),
-        NodeError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        NodeError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
         NodeError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
         NodeError::StateFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "state_full"),
         NodeError::VersionNotVisible { .. } => (StatusCode::GATEWAY_TIMEOUT, "version_not_visible"),
@@ -268,6 +268,24 @@ mod tests {
             (NodeError::ServiceConflict { reason: text() }, 409, "service_conflict"),
             (NodeError::InvalidRoute { reason: text() }, 400, "invalid_route"),
             (NodeError::Storage { reason: text() }, 500, "storage_failed"),
+            (NodeError::InvalidKey { reason: text() }, 400, "invalid_key"),
+            (
+                NodeError::InvalidStateRequest { reason: text() },
+                400,
+                "invalid_state_request",
+            ),
+            (NodeError::ValueTooLarge { size: 2, limit: 1 }, 413, "value_too_large"),
+            (NodeError::KeyNotFound { key: text() }, 404, "key_not_found"),
+            (NodeError::StateFull { reason: text() }, 507, "state_full"),
+            (
+                NodeError::VersionNotVisible {
+                    key: text(),
+                    version: 1,
+                    waited_ms: 5,
+                },
+                504,
+                "version_not_visible",
+            ),
         ];
         let variants: HashSet<_> = cases.iter().map(|(error, ..)| std::mem::discriminant(error)).collect();
         assert_eq!(variants.len(), NodeError::COUNT, "a case for every variant");

@@ -323,6 +323,13 @@ fn status_text(node: &NodeStatus) -> String {
         ("connected peers", node.connected_peers.len().to_string()),
         ("routing table", node.routing_table.len().to_string()),
         ("topics", topics.join(", ")),
+        (
+            "state",
+            format!(
+                "{} keys, {} tombstones, {} bytes, {} writers",
+                node.state.keys, node.state.tombstones, node.state.bytes, node.state.writers
+            ),
+        ),
     ];
     for (name, value) in rows {
         let _ = writeln!(out, "{name:<16} {value}");

@@ -7,6 +7,7 @@ pub mod ca;
 pub mod client;
 pub mod cluster;
 pub mod run;
+pub mod state_flags;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -364,6 +365,8 @@ pub struct RunArgs {
     pub api_limits: ApiLimitArgs,
     #[command(flatten)]
     pub members: cluster::MemberArgs,
+    #[command(flatten)]
+    pub state: state_flags::StateArgs,
     /// Publish each line read from stdin on the first topic (end of input does not stop the node).
     #[arg(long)]
     pub stdin: bool,

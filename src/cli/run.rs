@@ -59,6 +59,7 @@ impl RunArgs {
         config.peer_message_rate = self.peer_message_rate;
         config.event_buffer_bytes = self.event_buffer_bytes;
         config.members = self.members.to_config();
+        config.state = self.state.to_config();
         config.liveness = LivenessPolicy {
             peer_timeout: self.peer_timeout,
             reconnect_attempts: self.reconnect_attempts,
@@ -326,6 +327,37 @@ mod tests {
         assert_eq!(config.event_buffer_bytes, 16 << 20);
         assert_eq!((config.max_pending_per_ip, config.max_established_per_ip), (2, 3));
         assert_eq!(config.handshake_timeout, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn state_flags_fill_the_state_config() {
+        let defaults = run_args(&["--data-dir", "/d"]).to_config().unwrap().state;
+        assert_eq!(defaults, crate::config::state::StateConfig::default());
+        let state = run_args(&[
+            "--data-dir",
+            "/d",
+            "--max-value-size",
+            "1KiB",
+            "--max-clock-drift",
+            "2s",
+            "--sync-interval",
+            "1s",
+            "--tombstone-ttl",
+            "1h",
+        ])
+        .to_config()
+        .unwrap()
+        .state;
+        assert_eq!(state.max_value_size, 1024);
+        assert_eq!(state.max_clock_drift, std::time::Duration::from_secs(2));
+        assert_eq!(state.sync_interval, std::time::Duration::from_secs(1));
+        assert_eq!(state.tombstone_ttl, std::time::Duration::from_secs(3600));
+        let error = run_args(&["--data-dir", "/d", "--sync-peers", "0"])
+            .to_config()
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("sync-peers"), "{error}");
     }
 
     #[test]

@@ -74,11 +74,41 @@ mod tests {
         let config = StateConfig::default();
         assert_eq!(config.validate(), Ok(()));
         let cases: [(&str, StateConfig); 5] = [
-            ("max-value-size", StateConfig { max_value_size: 0, ..config.clone() }),
-            ("max-state-bytes", StateConfig { max_state_bytes: 10, ..config.clone() }),
-            ("max-clock-drift", StateConfig { max_clock_drift: Duration::ZERO, ..config.clone() }),
-            ("sync-interval", StateConfig { sync_interval: Duration::from_millis(1), ..config.clone() }),
-            ("tombstone-ttl", StateConfig { tombstone_ttl: Duration::ZERO, ..config.clone() }),
+            (
+                "max-value-size",
+                StateConfig {
+                    max_value_size: 0,
+                    ..config.clone()
+                },
+            ),
+            (
+                "max-state-bytes",
+                StateConfig {
+                    max_state_bytes: 10,
+                    ..config.clone()
+                },
+            ),
+            (
+                "max-clock-drift",
+                StateConfig {
+                    max_clock_drift: Duration::ZERO,
+                    ..config.clone()
+                },
+            ),
+            (
+                "sync-interval",
+                StateConfig {
+                    sync_interval: Duration::from_millis(1),
+                    ..config.clone()
+                },
+            ),
+            (
+                "tombstone-ttl",
+                StateConfig {
+                    tombstone_ttl: Duration::ZERO,
+                    ..config.clone()
+                },
+            ),
         ];
         for (flag, bad) in cases {
             let error = bad.validate().unwrap_err();

@@ -58,24 +58,52 @@ impl StateMetrics {
             gauge
         };
         let keys = gauge(ours, "state_keys", "Live keys in the replicated map");
-        let tombstones = gauge(ours, "state_tombstones", "Tombstones of deleted and expired keys not yet collected");
+        let tombstones = gauge(
+            ours,
+            "state_tombstones",
+            "Tombstones of deleted and expired keys not yet collected",
+        );
         let bytes = gauge(ours, "state_bytes", "Bytes the map holds: keys, values and bookkeeping");
         let writers = gauge(ours, "state_writers", "Writers whose versions the map tracks");
         let writes = Family::<SourceLabel, Counter>::default();
-        ours.register("state_writes", "Writes that became a key's value, by source", writes.clone());
+        ours.register(
+            "state_writes",
+            "Writes that became a key's value, by source",
+            writes.clone(),
+        );
         let refused = Family::<RefusedLabel, Counter>::default();
         ours.register("state_refused", "Changes refused, by reason", refused.clone());
         let sync_rounds = Family::<SyncLabel, Counter>::default();
-        ours.register("state_sync_rounds", "Anti-entropy responses sent and received", sync_rounds.clone());
+        ours.register(
+            "state_sync_rounds",
+            "Anti-entropy responses sent and received",
+            sync_rounds.clone(),
+        );
         let sync_bytes = Family::<SyncLabel, Counter>::default();
-        ours.register("state_sync_bytes", "Bytes of changes in anti-entropy responses", sync_bytes.clone());
+        ours.register(
+            "state_sync_bytes",
+            "Bytes of changes in anti-entropy responses",
+            sync_bytes.clone(),
+        );
         let delta_bytes = Family::<SourceLabel, Counter>::default();
-        ours.register("state_delta_bytes", "Bytes of deltas published (local) and received (remote)", delta_bytes.clone());
+        ours.register(
+            "state_delta_bytes",
+            "Bytes of deltas published (local) and received (remote)",
+            delta_bytes.clone(),
+        );
         // 0.1 ms to about 3 s.
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
-        ours.register("state_commit_seconds", "How long each database commit took", commit_seconds.clone());
+        ours.register(
+            "state_commit_seconds",
+            "How long each database commit took",
+            commit_seconds.clone(),
+        );
         let commit_writes = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        ours.register("state_commit_writes", "Local writes acknowledged by each commit", commit_writes.clone());
+        ours.register(
+            "state_commit_writes",
+            "Local writes acknowledged by each commit",
+            commit_writes.clone(),
+        );
         StateMetrics {
             keys,
             tombstones,

@@ -182,6 +182,7 @@ impl EventLoop {
         // Each side asks for the other's view once it admitted it: whichever admits last is answered in full (the
         // other answers an unadmitted peer with an empty view), so both learn every member at once.
         self.exchange_views(peer);
+        self.start_sync(peer);
         self.metrics.admitted.inc();
         tracing::info!(%peer, name = ?certificate.name, "peer admitted");
         self.emit(EventKind::PeerAdmitted {

@@ -33,6 +33,7 @@ use crate::{
     wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse, MAX_ADMISSION_MESSAGE},
     wire::leave::{LEAVE_PROTOCOL, LeaveAck, LeaveNotice, MAX_LEAVE_MESSAGE},
     wire::members::{MAX_EXCHANGE_BYTES, MAX_RECORD_BYTES, MEMBERS_PROTOCOL, MEMBERS_TOPIC, MembersExchange},
+    wire::state::{MAX_SYNC_REQUEST, MAX_SYNC_RESPONSE, STATE_TOPIC, SYNC_PROTOCOL, SyncRequest, SyncResponse},
 };
 
 /// What identify reports as our protocol family; informational only.
@@ -48,6 +49,10 @@ pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long to wait for a peer's view in the members exchange (up to 4 MiB).
 pub const MEMBERS_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a sync response (up to 8 MiB).
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Our internal gossipsub topics, joined by every node and never listed among its topics.
+pub const INTERNAL_TOPICS: [&str; 2] = [MEMBERS_TOPIC, STATE_TOPIC];
 
 /// Scores below this: gossipsub sends the peer no gossip (IHAVE) and takes none from it.
 pub const GOSSIP_THRESHOLD: f64 = -10.0;
@@ -90,13 +95,25 @@ pub struct Behaviour {
     pub leave: cbor::Behaviour<LeaveNotice, LeaveAck>,
     /// The view exchange on every new connection.
     pub members: cbor::Behaviour<MembersExchange, MembersExchange>,
+    /// Anti-entropy of the replicated map.
+    pub sync: cbor::Behaviour<SyncRequest, SyncResponse>,
     /// Present only in a swarm with a CA (`--ca-cert`).
     pub admission: Toggle<cbor::Behaviour<AdmissionRequest, AdmissionResponse>>,
 }
 
-/// Whether `topic` is the internal members topic, which user-facing lists leave out.
+/// Whether `topic` is the internal members topic.
 pub fn is_members_topic(topic: &gossipsub::TopicHash) -> bool {
     topic.as_str() == MEMBERS_TOPIC
+}
+
+/// Whether `topic` is the internal state topic.
+pub fn is_state_topic(topic: &gossipsub::TopicHash) -> bool {
+    topic.as_str() == STATE_TOPIC
+}
+
+/// Whether `topic` is one of ours, which user-facing lists leave out.
+pub fn is_internal_topic(topic: &gossipsub::TopicHash) -> bool {
+    INTERNAL_TOPICS.contains(&topic.as_str())
 }
 
 /// Our agent version, as identify reports it.
@@ -117,6 +134,7 @@ pub fn protocols(config: &NodeConfig) -> Vec<String> {
         "/meshsub/1.0.0".to_owned(),
         LEAVE_PROTOCOL.to_string(),
         MEMBERS_PROTOCOL.to_string(),
+        SYNC_PROTOCOL.to_string(),
     ];
     if config.admission_enabled() {
         protocols.push(ADMISSION_PROTOCOL.to_string());
@@ -230,15 +248,19 @@ impl Behaviour {
             .validate_messages()
             .message_id_fn(|message: &gossipsub::Message| message_id(&message.data))
             .max_transmit_size(
-                config.max_message_size.max(MAX_RECORD_BYTES).max(config.state.max_delta_bytes()) + GOSSIP_RPC_OVERHEAD,
+                config
+                    .max_message_size
+                    .max(MAX_RECORD_BYTES)
+                    .max(config.state.max_delta_bytes())
+                    + GOSSIP_RPC_OVERHEAD,
             )
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub configuration: {e}"))?;
         let subscription_filter = gossipsub::MaxCountSubscriptionFilter {
             filter: gossipsub::AllowAllSubscriptionFilter {},
-            // The members topic comes on top of the user topics.
-            max_subscribed_topics: config.max_topics + 1,
-            max_subscriptions_per_request: config.max_topics + 1,
+            // Our internal topics come on top of the user topics.
+            max_subscribed_topics: config.max_topics + INTERNAL_TOPICS.len(),
+            max_subscriptions_per_request: config.max_topics + INTERNAL_TOPICS.len(),
         };
         let mut gossipsub = Gossipsub::new_with_subscription_filter(
             gossipsub::MessageAuthenticity::Signed(keypair.clone()),
@@ -278,6 +300,14 @@ impl Behaviour {
             request_response::Config::default().with_request_timeout(MEMBERS_EXCHANGE_TIMEOUT),
         );
 
+        let sync = cbor::Behaviour::with_codec(
+            cbor::codec::Codec::default()
+                .set_request_size_maximum(MAX_SYNC_REQUEST as u64)
+                .set_response_size_maximum(MAX_SYNC_RESPONSE as u64),
+            [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(SYNC_TIMEOUT),
+        );
+
         let admission = config.admission_enabled().then(|| {
             cbor::Behaviour::with_codec(
                 cbor::codec::Codec::default()
@@ -304,6 +334,7 @@ impl Behaviour {
             ping,
             leave,
             members,
+            sync,
             admission: admission.into(),
         })
     }
@@ -313,7 +344,7 @@ impl Behaviour {
     pub fn join(&mut self, topic: &str, max_topics: usize) -> Result<bool, NodeError> {
         let name = topic;
         let topic = gossipsub::IdentTopic::new(name);
-        let joined = self.gossipsub.topics().filter(|t| !is_members_topic(t)).count();
+        let joined = self.gossipsub.topics().filter(|t| !is_internal_topic(t)).count();
         if joined >= max_topics && !self.gossipsub.topics().any(|t| *t == topic.hash()) {
             return Err(NodeError::TooManyTopics { limit: max_topics });
         }
@@ -327,20 +358,20 @@ impl Behaviour {
             .map_err(|e| NodeError::from_subscription(e, name, max_topics))
     }
 
-    /// Joins the internal topic member records travel on.
-    pub fn join_members_topic(&mut self) -> Result<(), NodeError> {
-        let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
-        self.gossipsub
-            .set_topic_params(topic.clone(), topic_score_params())
-            .map_err(|reason| NodeError::Gossip {
-                reason: format!("cannot score the members topic: {reason}"),
+    /// Joins our internal topics: member records and state deltas.
+    pub fn join_internal_topics(&mut self) -> Result<(), NodeError> {
+        for name in INTERNAL_TOPICS {
+            let topic = gossipsub::IdentTopic::new(name);
+            self.gossipsub
+                .set_topic_params(topic.clone(), topic_score_params())
+                .map_err(|reason| NodeError::Gossip {
+                    reason: format!("cannot score the internal topic {name}: {reason}"),
+                })?;
+            self.gossipsub.subscribe(&topic).map_err(|e| NodeError::Gossip {
+                reason: format!("cannot join the internal topic {name}: {e}"),
             })?;
-        self.gossipsub
-            .subscribe(&topic)
-            .map(|_| ())
-            .map_err(|e| NodeError::Gossip {
-                reason: format!("cannot join the members topic: {e}"),
-            })
+        }
+        Ok(())
     }
 
     /// Peers currently in the Kademlia routing table.

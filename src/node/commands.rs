@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     EventLoop,
-    behaviour::{MAX_CONNECTIONS_PER_PEER, agent_version, is_members_topic, protocols},
+    behaviour::{MAX_CONNECTIONS_PER_PEER, agent_version, is_internal_topic, protocols},
     error::NodeError,
     handle::{Command, Reply},
     views::{
@@ -124,6 +124,7 @@ impl EventLoop {
             } => {
                 let _ = reply.send(self.update_ttl(&id, health, note));
             }
+            Command::State(command) => self.on_state_command(command),
             Command::Shutdown => return ControlFlow::Break(()),
         }
         ControlFlow::Continue(())
@@ -287,7 +288,7 @@ impl EventLoop {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let topics = gossipsub
             .topics()
-            .filter(|topic| !is_members_topic(topic))
+            .filter(|topic| !is_internal_topic(topic))
             .map(|topic| (topic.to_string(), self.subscribers(topic).len()))
             .collect();
         NodeStatus {
@@ -306,6 +307,7 @@ impl EventLoop {
                 .map(|(reason, n)| ((*reason).to_owned(), *n))
                 .collect(),
             duplicate_ids: self.metrics.duplicates.get(),
+            state: self.state_summary(),
         }
     }
 
@@ -368,7 +370,7 @@ impl EventLoop {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let mut infos: Vec<TopicInfo> = gossipsub
             .topics()
-            .filter(|topic| !is_members_topic(topic))
+            .filter(|topic| !is_internal_topic(topic))
             .map(|topic| TopicInfo {
                 topic: topic.to_string(),
                 mesh_peers: gossipsub.mesh_peers(topic).copied().collect(),
@@ -406,7 +408,7 @@ impl EventLoop {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let mesh_sizes = gossipsub
             .topics()
-            .filter(|topic| !is_members_topic(topic))
+            .filter(|topic| !is_internal_topic(topic))
             .map(|topic| (topic.to_string(), gossipsub.mesh_peers(topic).count()))
             .collect();
         Diagnosis {

@@ -19,7 +19,9 @@ mod load;
 mod members;
 mod probe;
 mod publish_budget;
+mod state;
 mod state_handle;
+mod state_sync;
 mod state_views;
 mod swarm_events;
 mod transport;
@@ -49,12 +51,12 @@ pub use cluster_views::{
     MAX_ROUTE_OWNERS, MemberFilter, MemberInfo, RouteAnswer, RouteOwner, RouteRequest, ServiceFilter, ServiceInstance,
 };
 pub use error::NodeError;
-pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy, StateOp};
+pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
 pub use event_bus::{Behind, Buffered, EVENT_OVERHEAD, EventReceiver, RecvError, TryRecvError};
 pub(crate) use event_bus::{EventBufferLimits, event_channel};
 pub use handle::NodeHandle;
 pub use state_handle::{MAX_PAGE, MAX_TTL, MAX_WAIT, MIN_TTL, watch_matches};
-pub use state_views::{StateEntry, StatePage, StateSummary, StateWrite};
+pub use state_views::{StateEntry, StatePage, StateSummary, StateWrite, rfc3339};
 pub use transport::SecurityUpgrade;
 pub use views::{
     BootstrapStatus, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PublishRequest, Published,
@@ -70,6 +72,7 @@ use self::{
     handle::{Command, Reply},
     members::ProbeDone,
     publish_budget::PublishBudget,
+    state::Replica,
 };
 use crate::{
     config::NodeConfig,
@@ -151,8 +154,9 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     }
     let membership = load_membership(&config, &peer_id)?;
     let cluster = Cluster::start(&config, keypair.clone(), Instant::now())?;
+    let replica = Replica::open(&config.state, &config.data_dir, peer_id, Instant::now())?;
     let mut behaviour = Behaviour::new(&keypair, &config, &mut registry)?;
-    behaviour.join_members_topic()?;
+    behaviour.join_internal_topics()?;
     let mut swarm = transport::build_swarm(keypair, &config, swarm_key, &mut registry, behaviour)?;
     let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
     let metrics = Metrics::new(registry);
@@ -193,6 +197,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let (probe_results, probe_done) = mpsc::channel(PROBE_RESULTS);
     let event_loop = EventLoop {
         cluster,
+        replica,
         probe_results,
         probe_done,
         membership,
@@ -272,6 +277,8 @@ struct Identified {
 struct EventLoop {
     /// Members, our services and our record.
     cluster: Cluster,
+    /// The replicated map, its database and its sync sessions.
+    replica: Replica,
     /// Where health-check tasks send their results, and where the loop reads them.
     probe_results: mpsc::Sender<ProbeDone>,
     probe_done: mpsc::Receiver<ProbeDone>,
@@ -328,12 +335,14 @@ impl EventLoop {
                 }
                 () = batch_due(batch_deadline) => self.send_due_batches(),
                 Some(done) = self.probe_done.recv() => self.on_probe_done(done),
+                Some(done) = self.replica.commit_done.recv() => self.on_commit_done(done),
                 _ = housekeeping.tick() => {
                     let due = self.peers.tick(Instant::now());
                     self.apply(due);
                     self.on_bootstrap_check();
                     self.on_membership_tick();
                     self.on_cluster_tick();
+                    self.on_state_tick(Instant::now());
                     self.set_gauges();
                     self.metrics.set_event_buffer(self.events.expire(Instant::now()));
                 }
@@ -344,7 +353,21 @@ impl EventLoop {
             self.send(flush);
         }
         self.announce_leave().await;
+        self.finish_commits().await;
         tracing::info!("node stopped");
+    }
+
+    /// Waits for the commit in flight, then commits what is left, so every write merged is on disk when the node
+    /// stops.
+    async fn finish_commits(&mut self) {
+        let deadline = tokio::time::Instant::now() + state_sync::FINAL_COMMIT_WAIT;
+        while self.replica.committing() {
+            match tokio::time::timeout_at(deadline, self.replica.commit_done.recv()).await {
+                Ok(Some(done)) => self.on_commit_done(done),
+                _ => break,
+            }
+        }
+        self.replica.flush();
     }
 
     /// Tells every connected peer that we are leaving, so they mark us `left` rather than redial us, and waits (at
@@ -487,6 +510,7 @@ impl EventLoop {
     /// whenever a state changes (`apply`), and here for peers the table forgot.
     fn set_gauges(&self) {
         self.metrics.set_peer_states(self.peers.states());
+        self.set_state_gauges();
         let admissions = self.membership.as_ref().map_or(0, |m| m.admissions.len());
         self.metrics.set_table_sizes([
             ("peers", self.peers.len()),

@@ -63,16 +63,30 @@ impl NodeHandle {
             });
         }
         let key = key.to_owned();
-        self.ask(|reply| Command::State(StateCommand::Write { key, value: Some(value), ttl, reply }))
-            .await?
+        self.ask(|reply| {
+            Command::State(StateCommand::Write {
+                key,
+                value: Some(value),
+                ttl,
+                reply,
+            })
+        })
+        .await?
     }
 
     /// Deletes `key` (a tombstone that replicates like a write); deleting a missing key is no error.
     pub async fn state_delete(&self, key: &str) -> Result<StateWrite, NodeError> {
         check_state_key(key)?;
         let key = key.to_owned();
-        self.ask(|reply| Command::State(StateCommand::Write { key, value: None, ttl: None, reply }))
-            .await?
+        self.ask(|reply| {
+            Command::State(StateCommand::Write {
+                key,
+                value: None,
+                ttl: None,
+                reply,
+            })
+        })
+        .await?
     }
 
     /// The live value of `key`. With `min_version`, waits (at most `wait`, itself at most `MAX_WAIT`) until that
@@ -100,7 +114,10 @@ impl NodeHandle {
             let changed = tokio::time::timeout_at(deadline, async {
                 loop {
                     match events.recv().await {
-                        Ok(Event { kind: EventKind::StateChanged { key: changed, .. }, .. }) if changed == key => break,
+                        Ok(Event {
+                            kind: EventKind::StateChanged { key: changed, .. },
+                            ..
+                        }) if changed == key => break,
                         Ok(_) => {}
                         Err(_) => break,
                     }
@@ -120,13 +137,25 @@ impl NodeHandle {
     /// Live keys starting with `prefix`, in key order, `limit` (at most `MAX_PAGE`) per page from after `cursor`.
     pub async fn state_list(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<StatePage, NodeError> {
         if prefix.len() > crate::wire::state::MAX_KEY {
-            return Err(NodeError::InvalidKey { reason: ChangeError::KeyLength(prefix.len()).to_string() });
+            return Err(NodeError::InvalidKey {
+                reason: ChangeError::KeyLength(prefix.len()).to_string(),
+            });
         }
         if limit == 0 || limit > MAX_PAGE {
-            return Err(NodeError::InvalidStateRequest { reason: format!("limit is 1 to {MAX_PAGE}") });
+            return Err(NodeError::InvalidStateRequest {
+                reason: format!("limit is 1 to {MAX_PAGE}"),
+            });
         }
         let (prefix, cursor) = (prefix.to_owned(), cursor.map(str::to_owned));
-        self.ask(|reply| Command::State(StateCommand::List { prefix, cursor, limit, reply })).await
+        self.ask(|reply| {
+            Command::State(StateCommand::List {
+                prefix,
+                cursor,
+                limit,
+                reply,
+            })
+        })
+        .await
     }
 
     /// Counts of what the map holds.

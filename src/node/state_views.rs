@@ -53,7 +53,9 @@ impl StateEntry {
     pub fn bytes(&self) -> Vec<u8> {
         match (&self.value, &self.value_base64) {
             (Some(text), _) => text.as_bytes().to_vec(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default(),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default(),
             (None, None) => Vec::new(),
         }
     }

@@ -20,7 +20,7 @@ use libp2p::{
 
 use super::{
     EventLoop, Identified,
-    behaviour::{BehaviourEvent, is_members_topic},
+    behaviour::{BehaviourEvent, is_internal_topic, is_members_topic, is_state_topic},
     error::NodeError,
     event::{Direction, DiscoverySource, EventKind, MessageData},
 };
@@ -71,6 +71,7 @@ impl EventLoop {
                 }
                 self.gossip_gate.forget(&peer_id);
                 self.cluster.disconnected(&peer_id);
+                self.replica.sync_rate.forget(&peer_id);
                 // The policy's verdict first: whoever sees `disconnected` has already seen any redial it caused.
                 let decisions = self.peers.disconnected(peer_id, Instant::now());
                 self.apply(decisions);
@@ -116,6 +117,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::Behaviour(BehaviourEvent::Leave(event)) => self.on_leave(event),
             SwarmEvent::Behaviour(BehaviourEvent::Members(event)) => self.on_members_exchange(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Admission(event)) => self.on_admission(event),
             _ => {}
         }
@@ -183,6 +185,10 @@ impl EventLoop {
             // exchange waits for the admission.
             if self.membership.is_none() && *self.swarm.local_peer_id() < peer {
                 self.exchange_views(peer);
+            }
+            // Each side pulls what it lacks; with a CA, once the peer is admitted.
+            if self.membership.is_none() {
+                self.start_sync(peer);
             }
             let direction = if endpoint.is_dialer() {
                 Direction::Outbound
@@ -308,17 +314,20 @@ impl EventLoop {
                 self.peers.heard_from(propagation_source, None, Instant::now());
                 if is_members_topic(&message.topic) {
                     self.on_member_gossip(propagation_source, &message_id, message);
+                } else if is_state_topic(&message.topic) {
+                    self.on_state_gossip(propagation_source, &message_id, message);
                 } else {
                     self.on_gossip_message(propagation_source, &message_id, message);
                 }
             }
-            gossipsub::Event::Subscribed { peer_id, topic } if !is_members_topic(&topic) => {
+            gossipsub::Event::Subscribed { peer_id, topic } if !is_internal_topic(&topic) => {
                 self.emit(EventKind::Subscribed {
                     peer: peer_id,
                     topic: topic.into_string(),
                 });
             }
-            gossipsub::Event::Subscribed { .. } => self.cluster.someone_listens(),
+            gossipsub::Event::Subscribed { topic, .. } if is_members_topic(&topic) => self.cluster.someone_listens(),
+            gossipsub::Event::Subscribed { .. } => {}
             gossipsub::Event::GossipsubNotSupported { peer_id } => {
                 tracing::debug!(peer = %peer_id, "peer does not speak gossipsub");
             }

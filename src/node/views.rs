@@ -67,6 +67,8 @@ pub struct NodeStatus {
     pub rejected_messages: BTreeMap<String, u64>,
     /// Envelopes dropped since start because their publisher's id was already delivered within the dedup window.
     pub duplicate_ids: u64,
+    /// What the replicated state holds.
+    pub state: super::StateSummary,
 }
 
 /// One row of the peer table, as the API shows it.
@@ -212,6 +214,12 @@ mod tests {
             topics: BTreeMap::from([("chat".to_owned(), 2)]),
             rejected_messages: BTreeMap::from([("bad_origin".to_owned(), 3)]),
             duplicate_ids: 1,
+            state: crate::node::StateSummary {
+                keys: 4,
+                tombstones: 1,
+                bytes: 500,
+                writers: 2,
+            },
         });
         round_trip(vec![PeerInfo {
             peer,

@@ -28,7 +28,11 @@ pub struct MapLimits {
 
 impl Default for MapLimits {
     fn default() -> Self {
-        Self { max_bytes: 256 << 20, max_value: 64 << 10, max_writers: 4096 }
+        Self {
+            max_bytes: 256 << 20,
+            max_value: 64 << 10,
+            max_writers: 4096,
+        }
     }
 }
 
@@ -291,7 +295,9 @@ impl Map {
 
     /// The change holding version `version` of `actor`, if that version is still a key's value.
     pub fn by_version(&self, actor: &Actor, version: u64) -> Option<&Change> {
-        self.by_version.get(&(*actor, version)).and_then(|key| self.entries.get(key))
+        self.by_version
+            .get(&(*actor, version))
+            .and_then(|key| self.entries.get(key))
     }
 
     /// Every entry with a key after `after` (all of them for `None`), tombstones included, in key order.
@@ -337,11 +343,21 @@ impl Map {
         Persist { entries, books }
     }
 
+    /// Marks what a failed commit held as dirty again, so the next commit retries it.
+    pub fn redirty(&mut self, persist: &Persist) {
+        self.dirty_keys
+            .extend(persist.entries.iter().map(|(key, _)| key.clone()));
+        self.dirty_books.extend(persist.books.iter().map(|(actor, _)| *actor));
+    }
+
     fn make_room(&self, change: &Change) -> Result<(), StateError> {
         let freed = self.entries.get(&change.key).map_or(0, Change::cost);
         let held = self.bytes - freed + change.cost();
         if held > self.limits.max_bytes {
-            return Err(StateError::Full { held: self.bytes, limit: self.limits.max_bytes });
+            return Err(StateError::Full {
+                held: self.bytes,
+                limit: self.limits.max_bytes,
+            });
         }
         Ok(())
     }
@@ -358,7 +374,8 @@ impl Map {
         } else if let Some(at) = change.expires {
             self.expiring.insert((at, change.key.clone()));
         }
-        self.by_version.insert((change.actor, change.version), change.key.clone());
+        self.by_version
+            .insert((change.actor, change.version), change.key.clone());
         self.dirty_keys.insert(change.key.clone());
         self.entries.insert(change.key.clone(), change);
     }
@@ -375,6 +392,12 @@ impl Map {
         self.dirty_keys.insert(key.to_owned());
         Some(change)
     }
+}
+
+/// Whether a remote change's time is further ahead of our clock's `now` than `max_drift` (all NTP64): such a change
+/// is refused, never applied, or one node with a fast clock would win every write for as long as its clock is ahead.
+pub fn too_far_ahead(time: u64, now: u64, max_drift: u64) -> bool {
+    time > now.saturating_add(max_drift)
 }
 
 /// Whether a change is a value at `now`: not a tombstone, not expired.

@@ -12,4 +12,3 @@ mod tests;
 
 pub use map::{Book, Map, MapCounts, MapLimits, Merged, Persist, StateError};
 pub use sync::Coverage;
-

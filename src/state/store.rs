@@ -73,20 +73,35 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path` and reads it whole. A new database gets a random actor id.
     pub fn open(path: &Path) -> Result<(Self, Loaded), StoreError> {
-        let open_error = |reason: String| StoreError::Open { path: path.to_owned(), reason };
+        let open_error = |reason: String| StoreError::Open {
+            path: path.to_owned(),
+            reason,
+        };
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| open_error(e.to_string()))?;
-        let store = Self { db, path: path.to_owned() };
+        let store = Self {
+            db,
+            path: path.to_owned(),
+        };
         let loaded = store.load().map_err(open_error)?;
         match loaded {
             Load::Fresh => {
                 let actor = Actor(rand::random());
                 store.init(actor).map_err(open_error)?;
-                Ok((store, Loaded { actor: Some(actor), ..Loaded::default() }))
+                Ok((
+                    store,
+                    Loaded {
+                        actor: Some(actor),
+                        ..Loaded::default()
+                    },
+                ))
             }
-            Load::Format(found) => Err(StoreError::Format { path: path.to_owned(), found }),
+            Load::Format(found) => Err(StoreError::Format {
+                path: path.to_owned(),
+                found,
+            }),
             Load::Data(loaded) => Ok((store, loaded)),
         }
     }
@@ -111,7 +126,10 @@ impl Store {
             }
             let mut books = txn.open_table(BOOKS).map_err(|e| commit_error(&e))?;
             for (actor, book) in &persist.books {
-                let stored = StoredBook { have: book.have.ranges().collect(), collected: book.collected };
+                let stored = StoredBook {
+                    have: book.have.ranges().collect(),
+                    collected: book.collected,
+                };
                 books
                     .insert(actor.0.as_slice(), encode(&stored).as_slice())
                     .map_err(|e| commit_error(&e))?;
@@ -125,7 +143,8 @@ impl Store {
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
         {
             let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
-            meta.insert("format", FORMAT.to_be_bytes().as_slice()).map_err(|e| e.to_string())?;
+            meta.insert("format", FORMAT.to_be_bytes().as_slice())
+                .map_err(|e| e.to_string())?;
             meta.insert("actor", actor.0.as_slice()).map_err(|e| e.to_string())?;
             txn.open_table(ENTRIES).map_err(|e| e.to_string())?;
             txn.open_table(BOOKS).map_err(|e| e.to_string())?;
@@ -150,7 +169,10 @@ impl Store {
             .and_then(|a| <[u8; 16]>::try_from(a.value()).ok())
             .map(Actor)
             .ok_or("the database names no actor id")?;
-        let mut loaded = Loaded { actor: Some(actor), ..Loaded::default() };
+        let mut loaded = Loaded {
+            actor: Some(actor),
+            ..Loaded::default()
+        };
         let entries = txn.open_table(ENTRIES).map_err(|e| e.to_string())?;
         for row in entries.iter().map_err(|e| e.to_string())? {
             let (key, value) = row.map_err(|e| e.to_string())?;
@@ -163,7 +185,10 @@ impl Store {
             let (actor, value) = row.map_err(|e| e.to_string())?;
             let actor = <[u8; 16]>::try_from(actor.value()).map_err(|_| "a writer id is not 16 bytes")?;
             let stored: StoredBook = decode_cbor(value.value()).map_err(|e| e.to_string())?;
-            let book = Book { have: RangeSet::from_ranges(stored.have), collected: stored.collected };
+            let book = Book {
+                have: RangeSet::from_ranges(stored.have),
+                collected: stored.collected,
+            };
             loaded.books.push((Actor(actor), book));
         }
         Ok(Load::Data(loaded))
@@ -200,13 +225,26 @@ mod tests {
         drop(store);
 
         let (_store, loaded) = Store::open(&path).unwrap();
-        assert_eq!(loaded.actor, Some(actor), "the actor id is the database's, kept across restarts");
+        assert_eq!(
+            loaded.actor,
+            Some(actor),
+            "the actor id is the database's, kept across restarts"
+        );
         assert_eq!(loaded.max_time, 12);
-        let restored = Map::restore(actor, PeerId::random(), MapLimits::default(), loaded.entries, loaded.books);
+        let restored = Map::restore(
+            actor,
+            PeerId::random(),
+            MapLimits::default(),
+            loaded.entries,
+            loaded.books,
+        );
         assert_eq!(restored.get("a", 0), None);
         assert_eq!(restored.get("b", 0).unwrap().value, Some(Bytes::from_static(b"2")));
         assert_eq!(restored.counts().tombstones, 1);
-        assert_eq!(restored.book(&actor).unwrap().have.ranges().collect::<Vec<_>>(), [(1, 3)]);
+        assert_eq!(
+            restored.book(&actor).unwrap().have.ranges().collect::<Vec<_>>(),
+            [(1, 3)]
+        );
     }
 
     #[test]
@@ -228,7 +266,10 @@ mod tests {
         {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert("format", 9u32.to_be_bytes().as_slice()).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format", 9u32.to_be_bytes().as_slice())
+                .unwrap();
             txn.commit().unwrap();
         }
         let error = Store::open(&path).unwrap_err();

@@ -9,7 +9,7 @@ use libp2p::PeerId;
 
 use super::map::{Map, Merged, StateError};
 use crate::wire::state::{
-    Actor, Change, Cleared, MAX_NEED_RANGES, ResyncPage, SyncResponse, WriterBook, WriterDigest, STATE_VERSION,
+    Actor, Change, Cleared, MAX_NEED_RANGES, ResyncPage, STATE_VERSION, SyncResponse, WriterBook, WriterDigest,
 };
 
 /// Our digest: for every writer, the highest version heard of and the ranges below it still missing.
@@ -46,7 +46,10 @@ pub fn answer(map: &Map, peer: &[WriterDigest], budget: usize) -> SyncResponse {
     actors.sort_by_key(|(actor, _)| **actor);
     for (actor, book) in actors {
         let (head, need) = theirs.get(actor).map_or((0, &[][..]), |d| (d.head, d.need.as_slice()));
-        let wanted = need.iter().copied().chain(std::iter::once((head.saturating_add(1), book.have.max())));
+        let wanted = need
+            .iter()
+            .copied()
+            .chain(std::iter::once((head.saturating_add(1), book.have.max())));
         for (start, end) in wanted {
             for (from, to) in book.have.overlap(start, end.min(book.have.max())) {
                 if from <= book.collected {
@@ -63,7 +66,11 @@ pub fn answer(map: &Map, peer: &[WriterDigest], budget: usize) -> SyncResponse {
                     match map.by_version(actor, version) {
                         Some(change) => {
                             if let Some(start) = cleared_from.take() {
-                                response.cleared.push(Cleared { actor: *actor, start, end: version - 1 });
+                                response.cleared.push(Cleared {
+                                    actor: *actor,
+                                    start,
+                                    end: version - 1,
+                                });
                             }
                             if bytes >= budget {
                                 response.more = true;
@@ -78,7 +85,11 @@ pub fn answer(map: &Map, peer: &[WriterDigest], budget: usize) -> SyncResponse {
                     }
                 }
                 if let Some(start) = cleared_from {
-                    response.cleared.push(Cleared { actor: *actor, start, end: to });
+                    response.cleared.push(Cleared {
+                        actor: *actor,
+                        start,
+                        end: to,
+                    });
                 }
             }
         }
@@ -102,7 +113,10 @@ pub fn resync_page(map: &Map, after: &str, budget: usize) -> SyncResponse {
     }
     let mut books: Vec<WriterBook> = map
         .books()
-        .map(|(actor, book)| WriterBook { actor: *actor, have: book.have.ranges().collect() })
+        .map(|(actor, book)| WriterBook {
+            actor: *actor,
+            have: book.have.ranges().collect(),
+        })
         .collect();
     books.sort_by_key(|b| b.actor);
     SyncResponse {

@@ -21,8 +21,11 @@ fn value(s: &str) -> Option<Bytes> {
     Some(Bytes::copy_from_slice(s.as_bytes()))
 }
 
+/// Every writer's versions, as ranges.
+type Books = Vec<(Actor, Vec<(u64, u64)>)>;
+
 /// What a map holds, for comparing replicas: every entry and every writer's versions.
-fn snapshot(map: &Map) -> (Vec<Change>, Vec<(Actor, Vec<(u64, u64)>)>) {
+fn snapshot(map: &Map) -> (Vec<Change>, Books) {
     let entries = map.entries_after("").cloned().collect();
     let mut books: Vec<_> = map.books().map(|(a, b)| (*a, b.have.ranges().collect())).collect();
     books.sort();
@@ -64,7 +67,12 @@ fn the_later_write_wins_and_ties_break_by_peer_id() {
     let (mut a, mut b) = (node(1), node(2));
     let old = a.write("k", value("old"), 10, None).unwrap();
     let new = b.write("k", value("new"), 20, None).unwrap();
-    assert_eq!(a.merge(new.clone(), NOW), Ok(Merged::Won { previous: Some(old.clone()) }));
+    assert_eq!(
+        a.merge(new.clone(), NOW),
+        Ok(Merged::Won {
+            previous: Some(old.clone())
+        })
+    );
     assert_eq!(b.merge(old.clone(), NOW), Ok(Merged::Lost));
     assert_eq!(a.merge(new, NOW), Ok(Merged::Duplicate));
     assert_eq!(a.get("k", NOW).unwrap().value, value("new"));
@@ -100,8 +108,18 @@ fn deletes_are_tombstones_and_leases_expire_in_place() {
 
     // A change that arrives already expired is stored as a tombstone.
     let mut b = node(2);
-    let late = Change { expires: Some(50), ..a.entry("lease").unwrap().clone() };
-    b.merge(Change { value: value("held"), ..late }, 60).unwrap();
+    let late = Change {
+        expires: Some(50),
+        ..a.entry("lease").unwrap().clone()
+    };
+    b.merge(
+        Change {
+            value: value("held"),
+            ..late
+        },
+        60,
+    )
+    .unwrap();
     assert_eq!(b.get("lease", 60), None);
     assert_eq!(b.counts().tombstones, 1);
 }
@@ -124,7 +142,11 @@ fn lists_page_through_a_prefix() {
 
 #[test]
 fn limits_refuse_without_recording_the_version() {
-    let limits = MapLimits { max_bytes: 400, max_value: 100, max_writers: 1 };
+    let limits = MapLimits {
+        max_bytes: 400,
+        max_value: 100,
+        max_writers: 1,
+    };
     let mut a = Map::new(Actor([1; 16]), PeerId::random(), limits);
     assert!(matches!(
         a.write("k", Some(Bytes::from(vec![0; 101])), 1, None),
@@ -132,7 +154,10 @@ fn limits_refuse_without_recording_the_version() {
     ));
     a.write("k1", Some(Bytes::from(vec![0; 100])), 1, None).unwrap();
     a.write("k2", Some(Bytes::from(vec![0; 100])), 2, None).unwrap();
-    assert!(matches!(a.write("k3", Some(Bytes::from(vec![0; 100])), 3, None), Err(StateError::Full { .. })));
+    assert!(matches!(
+        a.write("k3", Some(Bytes::from(vec![0; 100])), 3, None),
+        Err(StateError::Full { .. })
+    ));
     // Overwriting a key frees its old bytes.
     a.write("k2", Some(Bytes::from(vec![1; 100])), 4, None).unwrap();
     let mut other = node(9);
@@ -145,11 +170,13 @@ fn limits_refuse_without_recording_the_version() {
 fn anti_entropy_ships_only_what_is_missing_in_bounded_chunks() {
     let (mut a, mut b) = (node(1), node(2));
     for i in 0..500u64 {
-        a.write(&format!("key/{i:04}"), Some(Bytes::from(vec![7; 100])), i + 1, None).unwrap();
+        a.write(&format!("key/{i:04}"), Some(Bytes::from(vec![7; 100])), i + 1, None)
+            .unwrap();
     }
     // Overwritten versions travel as cleared ranges, not as changes.
     for i in 0..100u64 {
-        a.write(&format!("key/{i:04}"), value("second"), 1000 + i, None).unwrap();
+        a.write(&format!("key/{i:04}"), value("second"), 1000 + i, None)
+            .unwrap();
     }
     let first = answer(&a, &digest(&b), 10_000);
     assert!(first.more);
@@ -157,7 +184,11 @@ fn anti_entropy_ships_only_what_is_missing_in_bounded_chunks() {
     sync(&mut b, &a, 10_000);
     assert_eq!(snapshot(&a), snapshot(&b));
     assert_eq!(digest(&b), digest(&a));
-    assert_eq!(digest(&a).len(), 1, "one writer, one digest entry, whatever the number of keys");
+    assert_eq!(
+        digest(&a).len(),
+        1,
+        "one writer, one digest entry, whatever the number of keys"
+    );
     assert_eq!(digest(&a)[0].need, []);
 
     // Nothing is missing: nothing is shipped.
@@ -172,8 +203,10 @@ fn anti_entropy_ships_only_what_is_missing_in_bounded_chunks() {
 fn a_partition_with_writes_on_both_sides_converges() {
     let (mut a, mut b, mut c) = (node(1), node(2), node(3));
     for i in 0..50u64 {
-        a.write(&format!("k{}", i % 7), value(&format!("a{i}")), 2 * i + 1, None).unwrap();
-        b.write(&format!("k{}", i % 5), value(&format!("b{i}")), 2 * i + 2, None).unwrap();
+        a.write(&format!("k{}", i % 7), value(&format!("a{i}")), 2 * i + 1, None)
+            .unwrap();
+        b.write(&format!("k{}", i % 5), value(&format!("b{i}")), 2 * i + 2, None)
+            .unwrap();
         if i % 3 == 0 {
             c.write(&format!("k{}", i % 4), None, 2 * i + 1, None).unwrap();
         }
@@ -219,7 +252,11 @@ fn tombstones_wait_for_every_alive_member_or_the_ttl() {
     let mut coverage = Coverage::default();
     coverage.record(p, &digest(&a));
     let alive = [p, q];
-    assert_eq!(coverage.covered(&actor, alive.iter()), 0, "q has not shown it holds the tombstone");
+    assert_eq!(
+        coverage.covered(&actor, alive.iter()),
+        0,
+        "q has not shown it holds the tombstone"
+    );
     assert_eq!(a.collect(100, 1000, |x| coverage.covered(x, alive.iter())), 0);
     coverage.record(q, &digest(&a));
     assert_eq!(coverage.covered(&actor, alive.iter()), 2);
@@ -230,6 +267,25 @@ fn tombstones_wait_for_every_alive_member_or_the_ttl() {
     assert_eq!(a.collect(1201, 1000, |_| 0), 1);
     coverage.retain(|peer| *peer == p);
     assert_eq!(coverage.len(), 1);
+}
+
+#[test]
+fn remote_times_far_ahead_are_refused() {
+    use super::map::too_far_ahead;
+    assert!(!too_far_ahead(1000, 1000, 0));
+    assert!(!too_far_ahead(1500, 1000, 500));
+    assert!(too_far_ahead(1501, 1000, 500));
+    assert!(!too_far_ahead(10, 1000, 500), "the past is never refused");
+    assert!(!too_far_ahead(u64::MAX, u64::MAX - 1, u64::MAX));
+}
+
+#[test]
+fn a_failed_commit_is_retried() {
+    let mut a = node(1);
+    a.write("k", value("1"), 1, None).unwrap();
+    let persist = a.take_dirty();
+    a.redirty(&persist);
+    assert_eq!(a.take_dirty(), persist);
 }
 
 #[test]

@@ -160,7 +160,10 @@ impl Change {
         if let Some(value) = &self.value
             && value.len() > max_value
         {
-            return Err(ChangeError::ValueTooLarge { size: value.len(), limit: max_value });
+            return Err(ChangeError::ValueTooLarge {
+                size: value.len(),
+                limit: max_value,
+            });
         }
         if self.version == 0 {
             return Err(ChangeError::Version);
@@ -238,7 +241,10 @@ mod tests {
 
     #[test]
     fn deltas_round_trip_and_other_versions_are_refused() {
-        let deltas = Deltas { v: STATE_VERSION, changes: vec![change()] };
+        let deltas = Deltas {
+            v: STATE_VERSION,
+            changes: vec![change()],
+        };
         assert_eq!(decode_deltas(&encode(&deltas)).unwrap(), deltas);
         let future = Deltas { v: 2, changes: vec![] };
         assert!(decode_deltas(&encode(&future)).unwrap_err().contains("version 2"));
