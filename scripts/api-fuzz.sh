@@ -6,6 +6,7 @@
 #   POST /v1/peers   would dial whatever addresses the generator invents (traffic must stay on our own machines);
 #                    tests/it/api.rs covers it with loopback addresses and invalid input.
 #   GET /v1/events   an endless stream by design; tests/it/api.rs reads it.
+#   GET /v1/state/watch  the same stream for state changes; tests/it/state_api.rs reads it.
 # And one check: negative_data_rejection (a request outside the schema must be refused). The schema promises a subset
 # of what the node accepts, because JSON Schema counts characters where the node counts bytes (a topic is 1-256 bytes:
 # the schema says 64 characters, which always fit), so a 100-letter ASCII topic is outside the schema yet valid.
@@ -47,6 +48,7 @@ echo "fuzzing $api with $examples examples per operation"
     --max-examples "$examples" \
     --exclude-operation-id connectPeer \
     --exclude-operation-id events \
+    --exclude-operation-id watchState \
     --request-timeout 10 \
     --max-time 60 \
     --seed 1

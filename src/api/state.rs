@@ -163,7 +163,8 @@ pub async fn get(
             invalid_state_request: the body, the key or the value is malformed, or the ttl is not a duration from \
             100ms to 365days", body = ErrorBody),
         (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
-        (status = 413, description = "too_large: the value is larger than --max-value-size", body = ErrorBody),
+        (status = 413, description = "value_too_large: the value is larger than --max-value-size; too_large: the \
+            body is larger than the largest value any node stores needs", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
         (status = 507, description = "state_full: the map holds --max-state-bytes already", body = ErrorBody),

@@ -51,7 +51,7 @@ pub use cluster_views::{
     MAX_ROUTE_OWNERS, MemberFilter, MemberInfo, RouteAnswer, RouteOwner, RouteRequest, ServiceFilter, ServiceInstance,
 };
 pub use error::NodeError;
-pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy};
+pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, RefusedBy, StateOp};
 pub use event_bus::{Behind, Buffered, EVENT_OVERHEAD, EventReceiver, RecvError, TryRecvError};
 pub(crate) use event_bus::{EventBufferLimits, event_channel};
 pub use handle::NodeHandle;
