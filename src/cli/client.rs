@@ -260,6 +260,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             ApiClient::print_stream(stream, &mut stdout).await
         }
         Command::Cluster(command) => super::cluster::run(command).await,
+        Command::State { command } => super::state::run(command).await,
         Command::Diagnose(args) => {
             let diagnosis: Answer<Diagnosis> = ApiClient::new(&args)?.get("/v1/diagnose").await?;
             print(&args, &diagnosis, diagnosis_text)

@@ -7,6 +7,7 @@ pub mod ca;
 pub mod client;
 pub mod cluster;
 pub mod run;
+pub mod state;
 pub mod state_flags;
 
 use std::{path::PathBuf, time::Duration};
@@ -116,6 +117,11 @@ pub enum ClientCommand {
     Diagnose(ClientArgs),
     #[command(flatten)]
     Cluster(cluster::ClusterCommand),
+    /// Read, write, list and watch the swarm's replicated key/value state.
+    State {
+        #[command(subcommand)]
+        command: state::StateCommand,
+    },
 }
 
 /// How the client commands reach a running node's API.
