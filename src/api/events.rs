@@ -91,7 +91,10 @@ impl EventFilter {
     pub fn wants(&self, kind: &EventKind) -> bool {
         self.types.as_ref().is_none_or(|types| types.contains(kind.name()))
             && self.topic.as_deref().is_none_or(|topic| kind.topic() == Some(topic))
-            && self.key_prefix.as_deref().is_none_or(|prefix| watch_matches(kind, prefix))
+            && self
+                .key_prefix
+                .as_deref()
+                .is_none_or(|prefix| watch_matches(kind, prefix))
     }
 }
 

@@ -118,9 +118,9 @@ fn exactly_one(document: &mut openapi::OpenApi, name: &str, fields: &[&str]) {
     else {
         return;
     };
-    let one_of = fields
-        .iter()
-        .fold(OneOfBuilder::new(), |one_of, field| one_of.item(ObjectBuilder::new().required(*field)));
+    let one_of = fields.iter().fold(OneOfBuilder::new(), |one_of, field| {
+        one_of.item(ObjectBuilder::new().required(*field))
+    });
     *schema = RefOr::T(Schema::AllOf(
         AllOfBuilder::new()
             .item(schema.clone())
@@ -259,7 +259,10 @@ pub(super) mod tests {
             };
             let (status, answer) = send(&router, &method, &uri, body).await;
             // The document, the event stream and the metrics (kept current by the loop) need nothing of the node.
-            if matches!(path.as_str(), "/v1/openapi.json" | "/v1/events" | "/v1/state/watch" | "/metrics") {
+            if matches!(
+                path.as_str(),
+                "/v1/openapi.json" | "/v1/events" | "/v1/state/watch" | "/metrics"
+            ) {
                 assert_eq!(status, StatusCode::OK, "{method} {path}");
             } else {
                 assert_eq!(
@@ -284,7 +287,10 @@ pub(super) mod tests {
         let publish = &document["components"]["schemas"]["PublishBody"];
         assert_eq!(publish["allOf"][1]["oneOf"][0]["required"], serde_json::json!(["data"]));
         let put = &document["components"]["schemas"]["StatePut"];
-        assert_eq!(put["allOf"][1]["oneOf"][1]["required"], serde_json::json!(["value_base64"]));
+        assert_eq!(
+            put["allOf"][1]["oneOf"][1]["required"],
+            serde_json::json!(["value_base64"])
+        );
         let key = &document["paths"]["/v1/state/{key}"]["get"]["parameters"][0];
         assert_eq!((&key["name"], &key["in"]), (&Value::from("key"), &Value::from("path")));
         let types = &document["paths"]["/v1/events"]["get"]["parameters"][0];

@@ -106,7 +106,10 @@ pub struct StatePut {
     /// The pattern lists the simple forms, each within the bounds; the node also takes compound ones such as
     /// `1h 30m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, pattern = "^([1-9][0-9]{2,5}ms|[1-9][0-9]{0,6}s|[1-9][0-9]{0,4}m|[1-9][0-9]{0,2}h|([1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-5])(d|days?))$")]
+    #[schema(
+        nullable = false,
+        pattern = "^([1-9][0-9]{2,5}ms|[1-9][0-9]{0,6}s|[1-9][0-9]{0,4}m|[1-9][0-9]{0,2}h|([1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-5])(d|days?))$"
+    )]
     pub ttl: Option<String>,
 }
 
@@ -148,7 +151,12 @@ pub async fn get(
 ) -> ApiResult<StateEntry> {
     let Query(query) = query?;
     let min_version = query.min_version.as_deref().map(parse_version).transpose()?;
-    let wait = query.wait.as_deref().map(parse_wait).transpose()?.unwrap_or(DEFAULT_WAIT);
+    let wait = query
+        .wait
+        .as_deref()
+        .map(parse_wait)
+        .transpose()?
+        .unwrap_or(DEFAULT_WAIT);
     Ok(Json(state.handle.state_get(&key, min_version, wait).await?))
 }
 
@@ -303,7 +311,10 @@ fn parse_wait(text: &str) -> Result<Duration, ApiError> {
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_query",
-                format!("wait={} is not a duration of at most 60s (examples: 500ms, 5s)", shorten(text)),
+                format!(
+                    "wait={} is not a duration of at most 60s (examples: 500ms, 5s)",
+                    shorten(text)
+                ),
             )
         })
 }
@@ -341,7 +352,12 @@ mod tests {
     #[tokio::test]
     async fn keys_span_segments_and_the_key_named_watch_stays_writable() {
         let router = router().await;
-        for path in ["/v1/state/a/b/c", "/v1/state/a%2Fb", "/v1/state/%77atch", "/v1/state/watch/x"] {
+        for path in [
+            "/v1/state/a/b/c",
+            "/v1/state/a%2Fb",
+            "/v1/state/%77atch",
+            "/v1/state/watch/x",
+        ] {
             assert_eq!(code(&send(&router, "GET", path, "").await), STOPPED, "{path}");
         }
         let put = send(&router, "PUT", "/v1/state/watch", r#"{"value": "x"}"#).await;
@@ -358,26 +374,71 @@ mod tests {
         let router = router().await;
         let cases = [
             ("GET", "/v1/state/a%01b", "", "invalid_key"),
-            ("DELETE", &format!("/v1/state/{}", "k".repeat(MAX_KEY + 1)), "", "invalid_key"),
+            (
+                "DELETE",
+                &format!("/v1/state/{}", "k".repeat(MAX_KEY + 1)),
+                "",
+                "invalid_key",
+            ),
             ("GET", "/v1/state/k?min_version=-1", "", "invalid_query"),
             ("GET", "/v1/state/k?min_version=1&wait=61s", "", "invalid_query"),
             ("GET", "/v1/state/k?colour=red", "", "invalid_query"),
-            ("PUT", "/v1/state/k", r#"{"value": "x", "value_base64": "eA=="}"#, "invalid_value"),
+            (
+                "PUT",
+                "/v1/state/k",
+                r#"{"value": "x", "value_base64": "eA=="}"#,
+                "invalid_value",
+            ),
             ("PUT", "/v1/state/k", r#"{"ttl": "1s"}"#, "invalid_value"),
             ("PUT", "/v1/state/k", r#"{"value_base64": "e"}"#, "invalid_base64"),
-            ("PUT", "/v1/state/k", r#"{"value": "x", "ttl": "soon"}"#, "invalid_state_request"),
-            ("PUT", "/v1/state/k", r#"{"value": "x", "ttl": "10ms"}"#, "invalid_state_request"),
-            ("PUT", "/v1/state/k", r#"{"value": "x", "ttl": "400days"}"#, "invalid_state_request"),
-            ("PUT", "/v1/state/k", r#"{"value": "x", "colour": "red"}"#, "invalid_json"),
+            (
+                "PUT",
+                "/v1/state/k",
+                r#"{"value": "x", "ttl": "soon"}"#,
+                "invalid_state_request",
+            ),
+            (
+                "PUT",
+                "/v1/state/k",
+                r#"{"value": "x", "ttl": "10ms"}"#,
+                "invalid_state_request",
+            ),
+            (
+                "PUT",
+                "/v1/state/k",
+                r#"{"value": "x", "ttl": "400days"}"#,
+                "invalid_state_request",
+            ),
+            (
+                "PUT",
+                "/v1/state/k",
+                r#"{"value": "x", "colour": "red"}"#,
+                "invalid_json",
+            ),
             ("GET", "/v1/state?limit=0", "", "invalid_state_request"),
             ("GET", "/v1/state?limit=1001", "", "invalid_state_request"),
-            ("GET", &format!("/v1/state/watch?prefix={}", "p".repeat(MAX_KEY + 1)), "", "invalid_key"),
+            (
+                "GET",
+                &format!("/v1/state/watch?prefix={}", "p".repeat(MAX_KEY + 1)),
+                "",
+                "invalid_key",
+            ),
         ];
         for (method, path, body, expected) in cases {
             let answer = send(&router, method, path, body.to_owned()).await;
-            assert_eq!(code(&answer), (StatusCode::BAD_REQUEST, expected), "{method} {path} {body}");
+            assert_eq!(
+                code(&answer),
+                (StatusCode::BAD_REQUEST, expected),
+                "{method} {path} {body}"
+            );
         }
-        let fine = send(&router, "GET", "/v1/state/k?min_version=18446744073709551615&wait=500ms", "").await;
+        let fine = send(
+            &router,
+            "GET",
+            "/v1/state/k?min_version=18446744073709551615&wait=500ms",
+            "",
+        )
+        .await;
         assert_eq!(code(&fine), STOPPED);
         let fine = send(&router, "PUT", "/v1/state/k", r#"{"value": "x", "ttl": "1h 30m"}"#).await;
         assert_eq!(code(&fine), STOPPED);

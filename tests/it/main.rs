@@ -25,6 +25,7 @@ mod port_flood;
 mod private;
 mod services;
 mod state;
+mod state_api;
 mod state_durability;
 mod state_flood;
 mod swarm;
