@@ -45,7 +45,7 @@ const DEFAULT_PAGE: usize = 100;
 const WATCH: &str = "watch";
 /// Largest body of a put: the largest value any node stores, in base64, with room for the JSON around it. The node
 /// then refuses a value over its own `--max-value-size` with a message naming the flag.
-pub const MAX_PUT_BODY: usize = MAX_VALUE_LIMIT.div_ceil(3) * 4 + 64 * 1024;
+const MAX_PUT_BODY: usize = MAX_VALUE_LIMIT.div_ceil(3) * 4 + 64 * 1024;
 
 /// `GET /v1/state/{key}?min_version=&wait=`.
 #[derive(Deserialize, IntoParams)]
@@ -72,8 +72,8 @@ pub struct ListQuery {
     /// Entries per page (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
-    #[param(max_length = 128)]
+    /// The `next_cursor` of the previous page (a key).
+    #[param(max_length = 512)]
     cursor: Option<String>,
 }
 
@@ -172,7 +172,7 @@ pub async fn get(
             100ms to 365days", body = ErrorBody),
         (status = 401, description = "unauthorized: a missing or wrong bearer token (only when the API requires one)", body = ErrorBody),
         (status = 413, description = "value_too_large: the value is larger than --max-value-size; too_large: the \
-            body is larger than the largest value any node stores needs", body = ErrorBody),
+            body is larger than the largest value of any node (512 KiB, in base64) needs", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "node_stopped: the node has stopped", body = ErrorBody),
         (status = 507, description = "state_full: the map holds --max-state-bytes already", body = ErrorBody),
