@@ -32,12 +32,15 @@ use crate::{
         Coverage, Map, MapLimits, Persist, StateError,
         store::{STATE_FILE, Store, StoreError},
     },
-    wire::state::{Change, ChangeError, Deltas, STATE_TOPIC, STATE_VERSION, encode},
+    wire::state::{Actor, Change, ChangeError, Deltas, STATE_TOPIC, STATE_VERSION, WriterBook, encode},
 };
 
 /// Sync requests served per peer and second at most (bursts of as many): a newcomer's catch-up of 100 000 keys
 /// takes about a dozen 1 MiB chunks.
 pub const SYNC_REQUESTS_PER_SECOND: u32 = 50;
+
+/// How long after a failed commit the next is tried (a full disk does not empty itself in a millisecond).
+const COMMIT_RETRY: Duration = Duration::from_secs(1);
 
 /// A local write waiting for its commit.
 #[derive(Debug)]
@@ -59,6 +62,15 @@ pub(super) struct Session {
     pub after: Option<String>,
 }
 
+/// A full resync from one peer under way: where the next page starts, the books of its first page (adopted at the
+/// end), and the versions of changes not taken meanwhile (left out of the adoption, so they are pulled again).
+#[derive(Debug, Default)]
+pub(super) struct Resync {
+    pub after: String,
+    pub books: Option<Vec<WriterBook>>,
+    pub not_taken: Vec<(Actor, u64)>,
+}
+
 /// The replicated map and everything around it that the loop owns.
 pub(super) struct Replica {
     pub map: Map,
@@ -68,14 +80,16 @@ pub(super) struct Replica {
     /// What each member holds, for tombstone collection.
     pub coverage: Coverage,
     committing: bool,
+    /// After a failed commit, no new one before this.
+    retry_at: Option<Instant>,
     /// Local writes merged but not yet in a commit.
     waiting: Vec<PendingAck>,
     commit_results: mpsc::Sender<CommitDone>,
     pub commit_done: mpsc::Receiver<CommitDone>,
     /// Outbound sync requests in flight, one per peer at most.
     pub sessions: HashMap<PeerId, Session>,
-    /// Where an interrupted full resync from a peer resumes.
-    pub resume: HashMap<PeerId, String>,
+    /// Full resyncs under way, by peer: one that a dropped connection interrupted resumes where it stopped.
+    pub resume: HashMap<PeerId, Resync>,
     /// When the next periodic anti-entropy round is due.
     pub next_round: Instant,
     /// Sync requests served per peer and second: each answer may copy a chunk of the map.
@@ -94,7 +108,8 @@ impl Replica {
             max_value: config.max_value_size,
             ..MapLimits::default()
         };
-        let map = Map::restore(actor, peer, limits, loaded.entries, loaded.books);
+        let mut map = Map::restore(actor, peer, limits, loaded.entries, loaded.books);
+        map.saw_time(loaded.max_time);
         let id = clock_id(&peer);
         // Drift is refused by our own check before the clock sees a time (`too_far_ahead`), so the clock's own bound
         // is only there to never fail: a year.
@@ -115,6 +130,7 @@ impl Replica {
             config: config.clone(),
             coverage: Coverage::default(),
             committing: false,
+            retry_at: None,
             waiting: Vec::new(),
             commit_results,
             commit_done,
@@ -243,10 +259,15 @@ impl EventLoop {
                         NodeError::ValueTooLarge { size, limit }
                     }
                     StateError::Invalid(e) => NodeError::InvalidKey { reason: e.to_string() },
-                    full @ (StateError::Full { .. } | StateError::TooManyWriters(_)) => {
-                        self.metrics.state.refuse("full");
+                    other => {
+                        let reason = if matches!(other, StateError::Full { .. }) {
+                            "full"
+                        } else {
+                            "writers"
+                        };
+                        self.metrics.state.refuse(reason);
                         NodeError::StateFull {
-                            reason: full.to_string(),
+                            reason: other.to_string(),
                         }
                     }
                 };
@@ -258,7 +279,7 @@ impl EventLoop {
     /// Starts a commit of everything dirty unless one is in flight (its end starts the next).
     pub(super) fn commit_if_idle(&mut self) {
         let replica = &mut self.replica;
-        if replica.committing {
+        if replica.committing || replica.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
         let persist = replica.map.take_dirty();
@@ -283,6 +304,12 @@ impl EventLoop {
             Ok(took) => {
                 self.metrics.state.commit_seconds.observe(took.as_secs_f64());
                 self.metrics.state.commit_writes.observe(done.acks.len() as f64);
+                self.replica.retry_at = None;
+                let own = self.replica.map.own();
+                let ours = done.persist.books.iter().find(|(actor, _)| *actor == own);
+                if let Some((_, book)) = ours {
+                    self.replica.map.set_committed(book.have.max());
+                }
                 let mut committed = Vec::with_capacity(done.acks.len());
                 for ack in done.acks {
                     let _ = ack.reply.send(Ok(StateWrite::of(&ack.change)));
@@ -291,7 +318,8 @@ impl EventLoop {
                 self.publish_deltas(committed);
             }
             Err(error) => {
-                tracing::error!("state commit failed: {error}");
+                tracing::error!("state commit failed (retried in {COMMIT_RETRY:?}): {error}");
+                self.replica.retry_at = Some(Instant::now() + COMMIT_RETRY);
                 self.replica.map.redirty(&done.persist);
                 for ack in done.acks {
                     let _ = ack.reply.send(Err(storage_error(&error)));

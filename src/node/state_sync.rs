@@ -16,7 +16,7 @@ use rand::{Rng, seq::SliceRandom};
 use super::{
     EventLoop,
     event::StateOp,
-    state::{Session, now_ntp, ntp},
+    state::{Resync, Session, now_ntp, ntp},
 };
 use crate::{
     metrics::StateSourceLabel,
@@ -24,9 +24,11 @@ use crate::{
     state::{
         Merged, StateError,
         map::too_far_ahead,
-        sync::{answer, apply_response, digest, resync_page},
+        sync::{adopt_books, answer, apply_response, digest, resync_page},
     },
-    wire::state::{Change, ChangeError, STATE_VERSION, SYNC_CHUNK_BYTES, SyncRequest, SyncResponse, decode_deltas},
+    wire::state::{
+        Change, ChangeError, DeltasError, STATE_VERSION, SYNC_CHUNK_BYTES, SyncRequest, SyncResponse, decode_deltas,
+    },
 };
 
 /// How far a periodic round may move from `--sync-interval`, either way, so rounds of many nodes do not align.
@@ -46,28 +48,43 @@ impl EventLoop {
             .delta_bytes
             .get_or_create(&StateSourceLabel { source: "remote" })
             .inc_by(message.data.len() as u64);
-        let max_value = self.replica.config.max_value_size;
-        let checked = decode_deltas(&message.data).and_then(|deltas| {
-            for change in &deltas.changes {
-                let origin = change.check(max_value).map_err(|e| e.to_string())?;
-                if Some(origin) != message.source {
-                    return Err(format!("a change by {origin} published by {:?}", message.source));
-                }
-            }
-            Ok(deltas)
-        });
-        let deltas = match checked {
+        let deltas = match decode_deltas(&message.data) {
             Ok(deltas) => deltas,
-            Err(e) => {
+            Err(DeltasError::Version(v)) => {
+                // A later version of ours, not an attack: dropped quietly, the sender's score untouched.
+                tracing::debug!(from = %source, version = v, "ignored state deltas of another version");
+                self.report(message_id, &source, MessageAcceptance::Ignore);
+                return;
+            }
+            Err(DeltasError::Malformed(e)) => {
                 tracing::warn!(from = %source, publisher = ?message.source, "rejected state delta: {e}");
                 self.report(message_id, &source, MessageAcceptance::Reject);
                 self.metrics.state.refuse("invalid");
                 return;
             }
         };
+        let max_value = self.replica.config.max_value_size;
+        let mut taken = Vec::with_capacity(deltas.changes.len());
+        for change in deltas.changes {
+            match change.check(max_value) {
+                Ok(origin) if Some(origin) == message.source => taken.push(change),
+                // Larger than our --max-value-size but maybe not the sender's: refused here, nobody's fault.
+                Err(ChangeError::ValueTooLarge { .. }) => self.metrics.state.refuse("size"),
+                checked => {
+                    let why = checked.map_or_else(
+                        |e| e.to_string(),
+                        |origin| format!("a change by {origin} published by {:?}", message.source),
+                    );
+                    tracing::warn!(from = %source, publisher = ?message.source, "rejected state delta: {why}");
+                    self.report(message_id, &source, MessageAcceptance::Reject);
+                    self.metrics.state.refuse("forged");
+                    return;
+                }
+            }
+        }
         self.report(message_id, &source, MessageAcceptance::Accept);
         let now = now_ntp();
-        for change in deltas.changes {
+        for change in taken {
             self.take_remote(change, now);
         }
         self.commit_if_idle();
@@ -103,6 +120,7 @@ impl EventLoop {
             StateError::TooManyWriters(_) => "writers",
             StateError::Invalid(ChangeError::ValueTooLarge { .. }) => "size",
             StateError::Invalid(_) => "invalid",
+            StateError::Forged { .. } => "forged",
         };
         self.metrics.state.refuse(reason);
         tracing::debug!("refused a remote state change: {error}");
@@ -114,7 +132,7 @@ impl EventLoop {
         if !self.is_member(&peer) || self.replica.sessions.contains_key(&peer) {
             return;
         }
-        let after = self.replica.resume.get(&peer).cloned();
+        let after = self.replica.resume.get(&peer).map(|resync| resync.after.clone());
         let request = SyncRequest {
             v: STATE_VERSION,
             digest: digest(&self.replica.map),
@@ -183,15 +201,17 @@ impl EventLoop {
     }
 
     /// A peer's answer to our pull: its changes checked one by one and merged, then the next request if more is
-    /// missing or a full resync is needed.
-    fn take_sync(&mut self, peer: PeerId, after: Option<String>, mut response: SyncResponse) {
+    /// missing (and this chunk brought something new) or a full resync is needed or under way.
+    fn take_sync(&mut self, peer: PeerId, after: Option<String>, response: SyncResponse) {
         if !self.is_member(&peer) || response.v != STATE_VERSION {
             return;
         }
         self.replica.coverage.record(peer, &response.digest);
         if response.resync_needed {
-            tracing::info!(%peer, "versions we lack were collected there: full state resync");
-            self.replica.resume.entry(peer).or_default();
+            if !self.replica.resume.contains_key(&peer) {
+                tracing::info!(%peer, "versions we lack were collected there: full state resync");
+                self.replica.resume.insert(peer, Resync::default());
+            }
             self.start_sync(peer);
             return;
         }
@@ -201,25 +221,34 @@ impl EventLoop {
         let now = now_ntp();
         let max_value = self.replica.config.max_value_size;
         let drift = ntp(self.replica.config.max_clock_drift);
-        response.changes.retain(|change| {
+        let mut refused: Vec<&'static str> = Vec::new();
+        for change in &response.changes {
             let reason = match change.check(max_value) {
                 Err(ChangeError::ValueTooLarge { .. }) => Some("size"),
                 Err(_) => Some("invalid"),
                 Ok(_) if too_far_ahead(change.time, now, drift) => Some("drift"),
-                Ok(_) => None,
+                Ok(_) => {
+                    let timestamp = uhlc::Timestamp::new(uhlc::NTP64(change.time), *self.replica.hlc.get_id());
+                    // Never fails: the clock's own bound is far beyond --max-clock-drift.
+                    let _ = self.replica.hlc.update_with_timestamp(&timestamp);
+                    None
+                }
             };
-            if let Some(reason) = reason {
-                self.metrics.state.refuse(reason);
-            }
-            reason.is_none()
-        });
-        for change in &response.changes {
-            let timestamp = uhlc::Timestamp::new(uhlc::NTP64(change.time), *self.replica.hlc.get_id());
-            let _ = self.replica.hlc.update_with_timestamp(&timestamp);
+            refused.extend(reason);
+        }
+        for reason in &refused {
+            self.metrics.state.refuse(reason);
+        }
+        if !refused.is_empty() {
+            tracing::warn!(%peer, refused = refused.len(), reasons = ?refused, "state changes from sync refused");
         }
         let more = response.more;
-        let through = response.page.as_ref().map(|page| page.through.clone());
-        let applied = apply_response(&mut self.replica.map, response, after.as_deref(), now);
+        let page = response
+            .page
+            .as_ref()
+            .map(|page| (page.through.clone(), page.books.clone()));
+        let accept = |change: &Change| change.check(max_value).is_ok() && !too_far_ahead(change.time, now, drift);
+        let applied = apply_response(&mut self.replica.map, response, after.as_deref(), now, accept);
         for (change, _) in &applied.won {
             self.metrics.state.wrote("remote");
             self.emit_state_change(change, "remote");
@@ -230,18 +259,31 @@ impl EventLoop {
         for error in &applied.refused {
             self.refuse_remote(error);
         }
-        match through {
-            Some(Some(last)) => {
-                self.replica.resume.insert(peer, last);
+        // A chunk that brought nothing new would come again the same: the next round retries instead.
+        let mut next = more && applied.progress;
+        if let Some((through, books)) = page
+            && let Some(resync) = self.replica.resume.get_mut(&peer)
+        {
+            resync.books.get_or_insert(books);
+            resync.not_taken.extend(applied.not_taken);
+            next = true;
+            match through {
+                Some(last) => resync.after = last,
+                None => {
+                    if let Some(resync) = self.replica.resume.remove(&peer) {
+                        adopt_books(
+                            &mut self.replica.map,
+                            &resync.books.unwrap_or_default(),
+                            &resync.not_taken,
+                        );
+                    }
+                    // What the answerer learned while the pages went by follows by an ordinary pull.
+                    tracing::info!(%peer, dropped = applied.dropped.len(), "full state resync done");
+                }
             }
-            Some(None) => {
-                self.replica.resume.remove(&peer);
-                tracing::info!(%peer, dropped = applied.dropped.len(), "full state resync done");
-            }
-            None => {}
         }
         self.commit_if_idle();
-        if more {
+        if next {
             self.start_sync(peer);
         }
     }
@@ -263,17 +305,18 @@ impl EventLoop {
 
     fn sync_round(&mut self, clock: u64) {
         let local = *self.swarm.local_peer_id();
-        let alive: Vec<PeerId> = self
-            .cluster
-            .members
-            .iter()
-            .filter(|m| m.status == MemberStatus::Alive && m.peer != local)
+        let members = &self.cluster.members;
+        let others = || members.iter().filter(move |m| m.peer != local);
+        // Tombstones wait for every member that has not left, suspect and failed ones included: a member cut off by
+        // a partition must not lose a delete that raced its writes (it is reaped after --reap-after, and
+        // --tombstone-ttl bounds the wait in any case).
+        let holders: Vec<PeerId> = others()
+            .filter(|m| m.status != MemberStatus::Left)
             .map(|m| m.peer)
             .collect();
-        let mut connected: Vec<PeerId> = alive
-            .iter()
-            .copied()
-            .filter(|peer| self.swarm.is_connected(peer))
+        let mut connected: Vec<PeerId> = others()
+            .filter(|m| m.status == MemberStatus::Alive && self.swarm.is_connected(&m.peer))
+            .map(|m| m.peer)
             .collect();
         connected.shuffle(&mut rand::thread_rng());
         for peer in connected.into_iter().take(self.replica.config.sync_peers) {
@@ -287,7 +330,7 @@ impl EventLoop {
         let coverage = &replica.coverage;
         let collected = replica
             .map
-            .collect(clock, ttl, |actor| coverage.covered(actor, alive.iter()));
+            .collect(clock, ttl, |actor| coverage.covered(actor, holders.iter()));
         if collected > 0 {
             tracing::debug!(collected, "tombstones collected");
         }
@@ -306,4 +349,4 @@ impl EventLoop {
 }
 
 /// How long a node waits for its in-flight commit when it stops.
-pub(super) const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(5);
+pub(super) const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(1);

@@ -31,7 +31,7 @@ impl Default for MapLimits {
         Self {
             max_bytes: 256 << 20,
             max_value: 64 << 10,
-            max_writers: 4096,
+            max_writers: 16_384,
         }
     }
 }
@@ -45,6 +45,8 @@ pub enum StateError {
     Full { held: usize, limit: usize },
     #[error("too many writers: the state tracks at most {0}")]
     TooManyWriters(usize),
+    #[error("writer {actor} belongs to another peer")]
+    Forged { actor: Actor },
 }
 
 /// What a merge did.
@@ -63,6 +65,9 @@ pub enum Merged {
 pub struct Persist {
     pub entries: Vec<(String, Option<Change>)>,
     pub books: Vec<(Actor, Book)>,
+    /// The highest clock time the map has seen, so a restarted clock starts above it even when the change that
+    /// carried it is gone (a collected tombstone).
+    pub max_time: u64,
 }
 
 impl Persist {
@@ -79,6 +84,9 @@ pub struct Book {
     /// The highest version whose tombstone this node collected: a peer lacking a version at or below it needs a
     /// full resync, or it could keep a value everyone else deleted.
     pub collected: u64,
+    /// The peer id the writer's changes carry (set by its first change): a writer id belongs to one peer, so a
+    /// change under another peer's writer id is forged.
+    pub origin: Option<Vec<u8>>,
 }
 
 /// Counts for gauges and status.
@@ -105,6 +113,10 @@ pub struct Map {
     tombstones: usize,
     dirty_keys: BTreeSet<String>,
     dirty_books: BTreeSet<Actor>,
+    /// Our own highest version on disk: later ones are not served to peers yet, so a crash before their commit
+    /// cannot leave a peer holding a version number this node will use again.
+    own_committed: u64,
+    max_time: u64,
 }
 
 impl Map {
@@ -121,6 +133,8 @@ impl Map {
             tombstones: 0,
             dirty_keys: BTreeSet::new(),
             dirty_books: BTreeSet::new(),
+            own_committed: 0,
+            max_time: 0,
         }
     }
 
@@ -138,7 +152,28 @@ impl Map {
             map.insert(change);
         }
         map.dirty_keys.clear();
+        map.own_committed = map.books.get(&own).map_or(0, |b| b.have.max());
         map
+    }
+
+    /// Our own versions up to `version` are committed.
+    pub fn set_committed(&mut self, version: u64) {
+        self.own_committed = self.own_committed.max(version);
+    }
+
+    /// The highest version of `actor` that may be served to peers: all we know, except our own uncommitted ones.
+    pub fn servable(&self, actor: &Actor) -> u64 {
+        let known = self.books.get(actor).map_or(0, |b| b.have.max());
+        if *actor == self.own {
+            known.min(self.own_committed)
+        } else {
+            known
+        }
+    }
+
+    /// Raises the highest time seen (the store's record of it, at start).
+    pub fn saw_time(&mut self, time: u64) {
+        self.max_time = self.max_time.max(time);
     }
 
     pub fn own(&self) -> Actor {
@@ -178,8 +213,16 @@ impl Map {
         if self.knows(&change.actor, change.version) {
             return Ok(Merged::Duplicate);
         }
-        if !self.books.contains_key(&change.actor) && self.books.len() >= self.limits.max_writers {
-            return Err(StateError::TooManyWriters(self.limits.max_writers));
+        match self.books.get(&change.actor) {
+            None if self.books.len() >= self.limits.max_writers => {
+                return Err(StateError::TooManyWriters(self.limits.max_writers));
+            }
+            Some(Book {
+                origin: Some(origin), ..
+            }) if *origin != change.origin => {
+                return Err(StateError::Forged { actor: change.actor });
+            }
+            _ => {}
         }
         if change.expires.is_some_and(|at| at <= now) {
             change.value = None;
@@ -189,7 +232,7 @@ impl Map {
         if wins {
             self.make_room(&change)?;
         }
-        self.mark_known(change.actor, change.version);
+        self.mark_known(&change);
         if !wins {
             return Ok(Merged::Lost);
         }
@@ -340,7 +383,11 @@ impl Map {
             .into_iter()
             .filter_map(|actor| self.books.get(&actor).map(|b| (actor, b.clone())))
             .collect();
-        Persist { entries, books }
+        Persist {
+            entries,
+            books,
+            max_time: self.max_time,
+        }
     }
 
     /// Marks what a failed commit held as dirty again, so the next commit retries it.
@@ -362,12 +409,17 @@ impl Map {
         Ok(())
     }
 
-    fn mark_known(&mut self, actor: Actor, version: u64) {
-        self.books.entry(actor).or_default().have.insert(version);
-        self.dirty_books.insert(actor);
+    fn mark_known(&mut self, change: &Change) {
+        let book = self.books.entry(change.actor).or_default();
+        book.have.insert(change.version);
+        if book.origin.is_none() {
+            book.origin = Some(change.origin.clone());
+        }
+        self.dirty_books.insert(change.actor);
     }
 
     fn insert(&mut self, change: Change) {
+        self.max_time = self.max_time.max(change.time);
         self.bytes += change.cost();
         if change.value.is_none() {
             self.tombstones += 1;

@@ -53,6 +53,23 @@ impl RangeSet {
         self.ranges.insert(start, end);
     }
 
+    /// Removes one version, splitting the range that held it.
+    pub fn remove(&mut self, version: u64) {
+        let Some((&start, &end)) = self.ranges.range(..=version).next_back() else {
+            return;
+        };
+        if end < version {
+            return;
+        }
+        self.ranges.remove(&start);
+        if start < version {
+            self.ranges.insert(start, version - 1);
+        }
+        if version < end {
+            self.ranges.insert(version + 1, end);
+        }
+    }
+
     pub fn contains(&self, version: u64) -> bool {
         self.ranges
             .range(..=version)
@@ -157,6 +174,17 @@ mod tests {
         // Past the limit the last gap runs to the top: more than is missing, never less.
         assert_eq!(set.gaps(2), [(1, 1), (4, 10)]);
         assert_eq!(RangeSet::from_ranges([(1, 5)]).gaps(4), []);
+    }
+
+    #[test]
+    fn removing_a_version_splits_its_range() {
+        let mut set = RangeSet::from_ranges([(1, 5)]);
+        set.remove(3);
+        assert_eq!(set.ranges().collect::<Vec<_>>(), [(1, 2), (4, 5)]);
+        set.remove(1);
+        set.remove(5);
+        set.remove(9);
+        assert_eq!(set.ranges().collect::<Vec<_>>(), [(2, 2), (4, 4)]);
     }
 
     #[test]

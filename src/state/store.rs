@@ -61,6 +61,8 @@ pub struct Loaded {
 struct StoredBook {
     have: Vec<(u64, u64)>,
     collected: u64,
+    #[serde(default, with = "serde_bytes")]
+    origin: Option<Vec<u8>>,
 }
 
 /// The open database.
@@ -124,11 +126,15 @@ impl Store {
                 }
                 .map_err(|e| commit_error(&e))?;
             }
+            let mut meta = txn.open_table(META).map_err(|e| commit_error(&e))?;
+            meta.insert("max_time", persist.max_time.to_be_bytes().as_slice())
+                .map_err(|e| commit_error(&e))?;
             let mut books = txn.open_table(BOOKS).map_err(|e| commit_error(&e))?;
             for (actor, book) in &persist.books {
                 let stored = StoredBook {
                     have: book.have.ranges().collect(),
                     collected: book.collected,
+                    origin: book.origin.clone(),
                 };
                 books
                     .insert(actor.0.as_slice(), encode(&stored).as_slice())
@@ -169,8 +175,13 @@ impl Store {
             .and_then(|a| <[u8; 16]>::try_from(a.value()).ok())
             .map(Actor)
             .ok_or("the database names no actor id")?;
+        let max_time = meta.get("max_time").map_err(|e| e.to_string())?;
+        let max_time = max_time
+            .and_then(|t| <[u8; 8]>::try_from(t.value()).ok())
+            .map_or(0, u64::from_be_bytes);
         let mut loaded = Loaded {
             actor: Some(actor),
+            max_time,
             ..Loaded::default()
         };
         let entries = txn.open_table(ENTRIES).map_err(|e| e.to_string())?;
@@ -188,6 +199,7 @@ impl Store {
             let book = Book {
                 have: RangeSet::from_ranges(stored.have),
                 collected: stored.collected,
+                origin: stored.origin,
             };
             loaded.books.push((Actor(actor), book));
         }

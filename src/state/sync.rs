@@ -7,7 +7,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use libp2p::PeerId;
 
-use super::map::{Map, Merged, StateError};
+use super::{
+    map::{Map, Merged, StateError},
+    ranges::RangeSet,
+};
 use crate::wire::state::{
     Actor, Change, Cleared, MAX_NEED_RANGES, ResyncPage, STATE_VERSION, SyncResponse, WriterBook, WriterDigest,
 };
@@ -27,9 +30,11 @@ pub fn digest(map: &Map) -> Vec<WriterDigest> {
     digest
 }
 
-/// The answer to a peer's digest: at most `budget` bytes of the changes it lacks (always at least one), the versions
-/// it lacks that hold no value any more, whether more remain, and `resync_needed` when the peer lacks a version at or
-/// below one whose tombstone we collected.
+/// The answer to a peer's digest: at most `budget` bytes of the changes it lacks (always at least one) and of the
+/// versions it lacks that hold no value any more (cleared ranges), whether more remain, and `resync_needed` when the
+/// peer lacks a version at or below one whose tombstone we collected. Our own versions are served only once
+/// committed. The peer's digest is taken as a hint, never trusted for bounds: at most `MAX_NEED_RANGES` ranges per
+/// writer are read, and the versions walked are bounded too.
 pub fn answer(map: &Map, peer: &[WriterDigest], budget: usize) -> SyncResponse {
     let theirs: HashMap<Actor, &WriterDigest> = peer.iter().map(|d| (d.actor, d)).collect();
     let mut response = SyncResponse {
@@ -42,27 +47,41 @@ pub fn answer(map: &Map, peer: &[WriterDigest], budget: usize) -> SyncResponse {
         page: None,
     };
     let mut bytes = 0;
+    // Each version looked at costs a lookup even when it ships nothing: as many lookups as budget bytes at most.
+    let mut steps = budget;
     let mut actors: Vec<(&Actor, _)> = map.books().collect();
     actors.sort_by_key(|(actor, _)| **actor);
     for (actor, book) in actors {
+        let top = map.servable(actor);
         let (head, need) = theirs.get(actor).map_or((0, &[][..]), |d| (d.head, d.need.as_slice()));
-        let wanted = need
-            .iter()
-            .copied()
-            .chain(std::iter::once((head.saturating_add(1), book.have.max())));
-        for (start, end) in wanted {
-            for (from, to) in book.have.overlap(start, end.min(book.have.max())) {
+        // As a set, so overlapping or repeated ranges ask for each version once.
+        let wanted = RangeSet::from_ranges(
+            need.iter()
+                .take(MAX_NEED_RANGES)
+                .map(|&(start, end)| (start, end.min(head)))
+                .chain(std::iter::once((head.saturating_add(1), top))),
+        );
+        for (start, end) in wanted.ranges() {
+            for (from, to) in book.have.overlap(start, end.min(top)) {
                 if from <= book.collected {
                     response.resync_needed = true;
                     response.changes.clear();
                     response.cleared.clear();
+                    response.more = false;
                     return response;
                 }
                 if response.more {
                     continue;
                 }
                 let mut cleared_from = None;
+                let mut walked_to = to;
                 for version in from..=to {
+                    if bytes >= budget || steps == 0 {
+                        response.more = true;
+                        walked_to = version - 1;
+                        break;
+                    }
+                    steps -= 1;
                     match map.by_version(actor, version) {
                         Some(change) => {
                             if let Some(start) = cleared_from.take() {
@@ -71,10 +90,7 @@ pub fn answer(map: &Map, peer: &[WriterDigest], budget: usize) -> SyncResponse {
                                     start,
                                     end: version - 1,
                                 });
-                            }
-                            if bytes >= budget {
-                                response.more = true;
-                                break;
+                                bytes += CLEARED_COST;
                             }
                             bytes += change.cost();
                             response.changes.push(change.clone());
@@ -84,12 +100,16 @@ pub fn answer(map: &Map, peer: &[WriterDigest], budget: usize) -> SyncResponse {
                         }
                     }
                 }
-                if let Some(start) = cleared_from {
+                // Stopped mid-range: the cleared run ends where the walk did.
+                if let Some(start) = cleared_from
+                    && walked_to >= start
+                {
                     response.cleared.push(Cleared {
                         actor: *actor,
                         start,
-                        end: to,
+                        end: walked_to,
                     });
+                    bytes += CLEARED_COST;
                 }
             }
         }
@@ -97,25 +117,44 @@ pub fn answer(map: &Map, peer: &[WriterDigest], budget: usize) -> SyncResponse {
     response
 }
 
+/// What one cleared range costs in a response.
+const CLEARED_COST: usize = 48;
+
 /// One page of a full resync: every entry (tombstones included) with a key after `after`, at most `budget` bytes
-/// (at least one entry), the last key it covers (`None` when it reaches the end) and every version we know.
+/// (at least one entry), the last key it covers (`None` when it reaches the end) and every version we know (our own
+/// only as far as they are committed; an uncommitted entry of ours is left out and follows by an ordinary pull).
 pub fn resync_page(map: &Map, after: &str, budget: usize) -> SyncResponse {
+    let own = map.own();
+    let committed = map.servable(&own);
     let mut changes = Vec::new();
     let mut bytes = 0;
     let mut through = None;
+    let mut last_key: Option<&str> = None;
     for change in map.entries_after(after) {
         if bytes >= budget {
-            through = changes.last().map(|c: &Change| c.key.clone());
+            through = last_key.map(str::to_owned);
             break;
+        }
+        last_key = Some(&change.key);
+        if change.actor == own && change.version > committed {
+            continue;
         }
         bytes += change.cost();
         changes.push(change.clone());
     }
     let mut books: Vec<WriterBook> = map
         .books()
-        .map(|(actor, book)| WriterBook {
-            actor: *actor,
-            have: book.have.ranges().collect(),
+        .map(|(actor, book)| {
+            let mut have = book.have.clone();
+            if *actor == own {
+                for version in committed + 1..=have.max() {
+                    have.remove(version);
+                }
+            }
+            WriterBook {
+                actor: *actor,
+                have: have.ranges().collect(),
+            }
         })
         .collect();
     books.sort_by_key(|b| b.actor);
@@ -137,31 +176,55 @@ pub struct Applied {
     pub won: Vec<(Change, Option<Change>)>,
     /// Keys dropped by a full resync (deleted elsewhere, their tombstones collected).
     pub dropped: Vec<Change>,
-    /// Changes refused (a full map, too many writers).
+    /// Changes refused by the merge (a full map, too many writers, a forged writer).
     pub refused: Vec<StateError>,
+    /// Versions of changes not taken (refused here or by the caller's checks): a resync must not adopt them.
+    pub not_taken: Vec<(Actor, u64)>,
+    /// Whether anything new became known: a chunked pull that made no progress must not ask again at once.
+    pub progress: bool,
 }
 
-/// Applies the changes of a response (already checked one by one for size and drift; `accepted` says which), its
-/// cleared versions and, for the page of a resync that started after `after`, drops what the answerer knows and no
-/// longer holds; a resync's last page adopts the answerer's books.
-pub fn apply_response(map: &mut Map, response: SyncResponse, after: Option<&str>, now: u64) -> Applied {
+/// Applies a response: its changes that `accept` takes (the caller's size and drift checks) are merged, its cleared
+/// versions recorded, and for the page of a resync that started after `after`, the keys the page covers but does not
+/// hold, whose version the answerer knows, are dropped (deleted there, their tombstones collected).
+pub fn apply_response(
+    map: &mut Map,
+    response: SyncResponse,
+    after: Option<&str>,
+    now: u64,
+    accept: impl Fn(&Change) -> bool,
+) -> Applied {
     let mut applied = Applied::default();
     let page_keys: BTreeSet<String> = response.changes.iter().map(|c| c.key.clone()).collect();
     for change in response.changes {
+        if !accept(&change) {
+            applied.not_taken.push((change.actor, change.version));
+            continue;
+        }
         match map.merge(change.clone(), now) {
-            Ok(Merged::Won { previous }) => applied.won.push((change, previous)),
-            Ok(Merged::Lost | Merged::Duplicate) => {}
-            Err(e) => applied.refused.push(e),
+            Ok(Merged::Won { previous }) => {
+                applied.progress = true;
+                applied.won.push((change, previous));
+            }
+            Ok(Merged::Lost) => applied.progress = true,
+            Ok(Merged::Duplicate) => {}
+            Err(e) => {
+                applied.not_taken.push((change.actor, change.version));
+                applied.refused.push(e);
+            }
         }
     }
     for cleared in response.cleared {
+        if !all_known(map, &cleared) {
+            applied.progress = true;
+        }
         map.mark_known_range(cleared.actor, cleared.start, cleared.end);
     }
     if let (Some(page), Some(after)) = (response.page, after) {
-        let books: HashMap<Actor, super::ranges::RangeSet> = page
+        let books: HashMap<Actor, RangeSet> = page
             .books
             .iter()
-            .map(|b| (b.actor, super::ranges::RangeSet::from_ranges(b.have.iter().copied())))
+            .map(|b| (b.actor, RangeSet::from_ranges(b.have.iter().copied())))
             .collect();
         for key in map.keys_between(after, page.through.as_deref()) {
             if page_keys.contains(&key) {
@@ -171,18 +234,35 @@ pub fn apply_response(map: &mut Map, response: SyncResponse, after: Option<&str>
                 .entry(&key)
                 .is_some_and(|c| books.get(&c.actor).is_some_and(|have| have.contains(c.version)));
             if known && let Some(change) = map.drop_collected(&key) {
+                applied.progress = true;
                 applied.dropped.push(change);
-            }
-        }
-        if page.through.is_none() {
-            for (actor, have) in books {
-                for (start, end) in have.ranges() {
-                    map.mark_known_range(actor, start, end);
-                }
             }
         }
     }
     applied
+}
+
+/// Records as known every version `books` holds except `not_taken`: the end of a full resync, with the books of its
+/// first page (what the answerer knew when it began: a version it learned later may not be in a page already sent,
+/// so it is left to an ordinary pull).
+pub fn adopt_books(map: &mut Map, books: &[WriterBook], not_taken: &[(Actor, u64)]) {
+    for book in books {
+        let mut have = RangeSet::from_ranges(book.have.iter().copied());
+        for (actor, version) in not_taken {
+            if *actor == book.actor {
+                have.remove(*version);
+            }
+        }
+        for (start, end) in have.ranges() {
+            map.mark_known_range(book.actor, start, end);
+        }
+    }
+}
+
+/// Whether every version of a cleared range is known already, for progress accounting.
+fn all_known(map: &Map, cleared: &Cleared) -> bool {
+    map.book(&cleared.actor)
+        .is_some_and(|b| b.have.overlap(cleared.start, cleared.end) == [(cleared.start, cleared.end)])
 }
 
 /// What each alive member holds, from the digests it sent us or answered with: per writer, the highest version
@@ -197,7 +277,12 @@ impl Coverage {
     pub fn record(&mut self, peer: PeerId, digest: &[WriterDigest]) {
         let held = digest
             .iter()
-            .map(|d| (d.actor, d.need.first().map_or(d.head, |(start, _)| start - 1)))
+            .map(|d| {
+                (
+                    d.actor,
+                    d.need.first().map_or(d.head, |(start, _)| start.saturating_sub(1)),
+                )
+            })
             .collect();
         self.peers.insert(peer, held);
     }

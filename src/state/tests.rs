@@ -7,14 +7,17 @@ use proptest::prelude::*;
 
 use super::{
     map::{Map, MapLimits, Merged, StateError},
-    sync::{Coverage, answer, apply_response, digest, resync_page},
+    sync::{Coverage, adopt_books, answer, apply_response, digest, resync_page},
 };
 use crate::wire::state::{Actor, Change};
 
 const NOW: u64 = 1 << 40;
 
+/// A replica whose own writes count as committed at once (the store is not part of these tests).
 fn node(n: u8) -> Map {
-    Map::new(Actor([n; 16]), PeerId::random(), MapLimits::default())
+    let mut map = Map::new(Actor([n; 16]), PeerId::random(), MapLimits::default());
+    map.set_committed(u64::MAX);
+    map
 }
 
 fn value(s: &str) -> Option<Bytes> {
@@ -41,7 +44,10 @@ fn sync(to: &mut Map, from: &Map, budget: usize) {
             return;
         }
         let more = response.more;
-        apply_response(to, response, None, NOW);
+        let applied = apply_response(to, response, None, NOW, |_| true);
+        if more && !applied.progress {
+            panic!("a chunked pull made no progress");
+        }
         if !more {
             return;
         }
@@ -51,15 +57,20 @@ fn sync(to: &mut Map, from: &Map, budget: usize) {
 
 fn resync(to: &mut Map, from: &Map, budget: usize) {
     let mut after = String::new();
+    let mut first_books = None;
+    let mut not_taken = Vec::new();
     loop {
         let page = resync_page(from, &after, budget);
         let through = page.page.as_ref().and_then(|p| p.through.clone());
-        apply_response(to, page, Some(&after), NOW);
+        first_books.get_or_insert_with(|| page.page.as_ref().map(|p| p.books.clone()).unwrap_or_default());
+        let applied = apply_response(to, page, Some(&after), NOW, |_| true);
+        not_taken.extend(applied.not_taken);
         match through {
             Some(key) => after = key,
-            None => return,
+            None => break,
         }
     }
+    adopt_books(to, &first_books.unwrap_or_default(), &not_taken);
 }
 
 #[test]
@@ -143,11 +154,12 @@ fn lists_page_through_a_prefix() {
 #[test]
 fn limits_refuse_without_recording_the_version() {
     let limits = MapLimits {
-        max_bytes: 400,
+        max_bytes: 600,
         max_value: 100,
         max_writers: 1,
     };
     let mut a = Map::new(Actor([1; 16]), PeerId::random(), limits);
+    a.set_committed(u64::MAX);
     assert!(matches!(
         a.write("k", Some(Bytes::from(vec![0; 101])), 1, None),
         Err(StateError::Invalid(_))
@@ -164,6 +176,23 @@ fn limits_refuse_without_recording_the_version() {
     let foreign = other.write("x", value("v"), 5, None).unwrap();
     assert_eq!(a.merge(foreign.clone(), NOW), Err(StateError::TooManyWriters(1)));
     assert!(!a.knows(&foreign.actor, foreign.version));
+}
+
+#[test]
+fn a_writer_id_belongs_to_one_peer() {
+    let (mut a, mut b) = (node(1), node(2));
+    let honest = b.write("k", value("b"), 1, None).unwrap();
+    a.merge(honest.clone(), NOW).unwrap();
+    // Another peer reusing b's writer id, with a version far ahead, is refused.
+    let forged = Change {
+        origin: PeerId::random().to_bytes(),
+        version: 1000,
+        time: 2,
+        ..honest
+    };
+    assert_eq!(a.merge(forged, NOW), Err(StateError::Forged { actor: b.own() }));
+    assert!(!a.knows(&b.own(), 1000));
+    assert_eq!(a.get("k", NOW).unwrap().value, value("b"));
 }
 
 #[test]
@@ -409,4 +438,42 @@ proptest! {
         prop_assert_eq!(snapshot(&nodes[0]), snapshot(&nodes[1]));
         prop_assert_eq!(snapshot(&nodes[1]), snapshot(&nodes[2]));
     }
+}
+
+#[test]
+fn a_hostile_digest_is_only_a_hint() {
+    use crate::wire::state::WriterDigest;
+    let a = node(1);
+    let mut a = a;
+    for i in 0..10u64 {
+        a.write(&format!("k{i}"), value("v"), i + 1, None).unwrap();
+    }
+    let hostile = vec![WriterDigest {
+        actor: a.own(),
+        head: u64::MAX,
+        need: std::iter::repeat_n((0, u64::MAX), 10_000).collect(),
+    }];
+    let mut coverage = Coverage::default();
+    coverage.record(PeerId::random(), &hostile);
+    let response = answer(&a, &hostile, 1 << 20);
+    assert_eq!(
+        response.changes.len(),
+        10,
+        "each version once, however often the digest asks"
+    );
+}
+
+#[test]
+fn own_writes_are_served_only_once_committed() {
+    let mut a = Map::new(Actor([1; 16]), PeerId::random(), MapLimits::default());
+    let b = node(2);
+    a.write("k1", value("1"), 1, None).unwrap();
+    a.write("k2", value("2"), 2, None).unwrap();
+    assert!(answer(&a, &digest(&b), 1 << 20).changes.is_empty());
+    a.set_committed(1);
+    let shipped = answer(&a, &digest(&b), 1 << 20).changes;
+    assert_eq!(shipped.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["k1"]);
+    let page = resync_page(&a, "", 1 << 20);
+    assert_eq!(page.changes.len(), 1);
+    assert_eq!(page.page.unwrap().books[0].have, [(1, 1)]);
 }

@@ -27,7 +27,10 @@ pub const SYNC_CHUNK_BYTES: usize = 1 << 20;
 /// Most missing ranges a digest names per writer; past it the last range runs to the writer's head.
 pub const MAX_NEED_RANGES: usize = 32;
 /// What one change costs beyond its key and value: CBOR framing, the origin, actor, version, times.
-pub const CHANGE_OVERHEAD: usize = 96;
+pub const CHANGE_OVERHEAD: usize = 160;
+/// Highest version a change may carry: a writer numbers its writes one by one, so a higher one can only be forged
+/// (and would leave the writer no numbers to use).
+pub const MAX_VERSION: u64 = 1 << 48;
 
 /// A writer's identity in the map: random, created with the node's state database (Corrosion's actor id). Distinct
 /// from the peer id so that a node whose database was lost starts a fresh version sequence instead of reusing
@@ -136,10 +139,8 @@ pub enum ChangeError {
     ValueTooLarge { size: usize, limit: usize },
     #[error("the origin is not a peer id")]
     Origin,
-    #[error("version 0 does not exist")]
+    #[error("versions run from 1 to {MAX_VERSION}")]
     Version,
-    #[error("version {0} is not one this build speaks")]
-    WireVersion(u32),
 }
 
 /// Checks a key: 1 to 512 bytes of UTF-8 with no control characters.
@@ -165,7 +166,7 @@ impl Change {
                 limit: max_value,
             });
         }
-        if self.version == 0 {
+        if self.version == 0 || self.version > MAX_VERSION {
             return Err(ChangeError::Version);
         }
         PeerId::from_bytes(&self.origin).map_err(|_| ChangeError::Origin)
@@ -188,11 +189,20 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     cbor4ii::serde::to_vec(Vec::new(), message).expect("CBOR encoding into a Vec cannot fail")
 }
 
+/// Why bytes on the state topic are not deltas this build takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeltasError {
+    #[error("not state deltas: {0}")]
+    Malformed(String),
+    #[error("state deltas of version {0}, this build speaks {STATE_VERSION}")]
+    Version(u32),
+}
+
 /// Decodes deltas, checking the version.
-pub fn decode_deltas(bytes: &[u8]) -> Result<Deltas, String> {
-    let deltas: Deltas = super::cbor::decode_cbor(bytes).map_err(|e| e.to_string())?;
+pub fn decode_deltas(bytes: &[u8]) -> Result<Deltas, DeltasError> {
+    let deltas: Deltas = super::cbor::decode_cbor(bytes).map_err(|e| DeltasError::Malformed(e.to_string()))?;
     if deltas.v != STATE_VERSION {
-        return Err(ChangeError::WireVersion(deltas.v).to_string());
+        return Err(DeltasError::Version(deltas.v));
     }
     Ok(deltas)
 }
@@ -247,7 +257,7 @@ mod tests {
         };
         assert_eq!(decode_deltas(&encode(&deltas)).unwrap(), deltas);
         let future = Deltas { v: 2, changes: vec![] };
-        assert!(decode_deltas(&encode(&future)).unwrap_err().contains("version 2"));
+        assert_eq!(decode_deltas(&encode(&future)), Err(DeltasError::Version(2)));
         assert!(decode_deltas(b"\xff\x00").is_err());
     }
 }
