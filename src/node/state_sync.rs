@@ -208,9 +208,9 @@ impl EventLoop {
         }
         self.replica.coverage.record(peer, &response.digest);
         if response.resync_needed {
-            if !self.replica.resume.contains_key(&peer) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = self.replica.resume.entry(peer) {
                 tracing::info!(%peer, "versions we lack were collected there: full state resync");
-                self.replica.resume.insert(peer, Resync::default());
+                entry.insert(Resync::default());
             }
             self.start_sync(peer);
             return;
