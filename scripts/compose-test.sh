@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scenario suite for the docker-compose swarm: discovery, members, routing, broadcast, kill, member kill, pause,
-# partition, member partition, graceful stop, rolling restart. Builds the image first unless SKIP_IMAGE=1. Prints a table; exits non-zero on any failure; always tears
+# partition, member partition, state partition, state restart, graceful stop, rolling restart. Builds the image first unless SKIP_IMAGE=1. Prints a table; exits non-zero on any failure; always tears
 # the swarm down. Usage: scripts/compose-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

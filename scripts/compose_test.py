@@ -376,6 +376,11 @@ def main():
         @scenario("partition", "bootstrap off lan-b: lan-a messages stop reaching lan-b; back on: they flow again")
         def _():
             network = f"{PROJECT}_lan-b"
+            # After the pause, node-b1 may still be redialling bootstrap: the loss is only visible from `active`.
+            wait_until(
+                "bootstrap active on node-b1",
+                lambda: any(p["peer"] == ids["bootstrap"] and p["state"] == "active" for p in api("node-b1", "peers")),
+            )
             since = now_ms()
             run(["docker", "network", "disconnect", network, container("bootstrap")])
             try:
