@@ -32,6 +32,8 @@ const GOSSIP_DEADLINE: Duration = Duration::from_secs(15);
 const STATE_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest the swarm may take to carry a first message and a first put from node 0 to every node.
 const FORM_DEADLINE: Duration = Duration::from_secs(120);
+/// Pause between the warm-up and the first sample.
+const SETTLE: Duration = Duration::from_secs(2);
 /// Serf's simulator: 99.9 % of 100 nodes have an event after about this long.
 const SERF_CONVERGENCE: Duration = Duration::from_millis(1600);
 
@@ -123,6 +125,7 @@ pub async fn run(n: usize, samples: usize) {
     for node in &nodes[1..] {
         node.dial(&nodes[0]).await;
     }
+    let dialled = began.elapsed();
     let mut deliveries = Deliveries {
         seen,
         at: HashMap::new(),
@@ -164,12 +167,21 @@ pub async fn run(n: usize, samples: usize) {
         all.extend([What::Message(name.clone()), What::State(name)]);
     }
     let until = Instant::now() + STATE_DEADLINE;
-    let mut short = 0;
+    let (mut short_messages, mut short_puts) = (0, 0);
     for (index, what) in all.iter().enumerate() {
-        short += n - 1 - deliveries.wait(what, &others(index / 2), until).await.len();
+        let short = n - 1 - deliveries.wait(what, &others(index / 2), until).await.len();
+        match what {
+            What::Message(_) => short_messages += short,
+            What::State(_) => short_puts += short,
+        }
     }
+    // A formed mesh, quiet again after the warm-up traffic.
+    tokio::time::sleep(SETTLE).await;
     eprintln!(
-        "{n} nodes formed in {:.1} s ({round} probe rounds; {short} warm-up deliveries from every node missing)",
+        "{n} nodes started and dialled in {:.1} s, formed in {:.1} s ({round} probe rounds from node 0; of one message \
+         and one put from every node, {short_messages} message and {short_puts} put deliveries missing after \
+         {STATE_DEADLINE:?})",
+        dialled.as_secs_f64(),
         began.elapsed().as_secs_f64()
     );
 
