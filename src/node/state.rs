@@ -303,7 +303,10 @@ impl EventLoop {
         match done.result {
             Ok(took) => {
                 self.metrics.state.commit_seconds.observe(took.as_secs_f64());
-                self.metrics.state.commit_writes.observe(done.acks.len() as f64);
+                // Writes acknowledged per commit (commits of remote changes only are not counted).
+                if !done.acks.is_empty() {
+                    self.metrics.state.commit_writes.observe(done.acks.len() as f64);
+                }
                 self.replica.retry_at = None;
                 let own = self.replica.map.own();
                 let ours = done.persist.books.iter().find(|(actor, _)| *actor == own);
@@ -331,6 +334,18 @@ impl EventLoop {
 
     /// Publishes committed local changes on the state topic, as few messages as fit the delta limit.
     fn publish_deltas(&mut self, changes: Vec<Change>) {
+        // Alone, or nobody subscribed yet: anti-entropy carries the writes when peers come, and signing a message
+        // nobody gets is wasted work.
+        let topic = IdentTopic::new(STATE_TOPIC).hash();
+        let listened = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .any(|(_, topics)| topics.contains(&&topic));
+        if changes.is_empty() || !listened {
+            return;
+        }
         let limit = self.replica.config.max_delta_bytes();
         let mut batch: Vec<Change> = Vec::new();
         let mut bytes = 0;
