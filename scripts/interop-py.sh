@@ -3,7 +3,7 @@
 # 127.0.0.1, with mDNS off: connections over Noise and TLS both ways, ping, identify, gossipsub envelopes both ways, a
 # raw payload rejected, Kademlia lookups through a third node both ways; membership both ways (the py peer's signed
 # member record alive on two nodes, then suspect and failed when it goes quiet, alive again; swarmnode's records
-# opened in Python; a forged record refused); then examples/python/swarm_client.py against a live node. Prints the matrix; exits non-zero on any failure that is not listed as expected.
+# opened in Python; a forged record refused); state deltas both ways and a forged one refused; then examples/python/swarm_client.py against a live node. Prints the matrix; exits non-zero on any failure that is not listed as expected.
 # Usage: scripts/interop-py.sh   (installs py-libp2p from PyPI into target/interop-venv on first use; builds
 # target/debug/swarmnode)
 set -euo pipefail

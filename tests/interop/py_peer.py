@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import cbor2
@@ -114,6 +115,12 @@ class Node:
     def post(self, path: str, body: dict):
         request = urllib.request.Request(self.api + path, data=json.dumps(body).encode(),
                                          headers={"content-type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=DEADLINE) as response:
+            return json.load(response)
+
+    def put(self, path: str, body: dict):
+        request = urllib.request.Request(self.api + path, data=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json"}, method="PUT")
         with urllib.request.urlopen(request, timeout=DEADLINE) as response:
             return json.load(response)
 
@@ -615,6 +622,106 @@ async def members_cases(matrix: Matrix, binary: str):
             await in_thread(node.stop)
 
 
+STATE_TOPIC = "/swarmnode/state/1"
+
+
+def ntp64_now() -> int:
+    """The wall clock as NTP64 (docs/protocol.md): seconds since the Unix epoch above, the fraction below."""
+    t = time.time_ns()
+    return (t // 10**9) << 32 | ((t % 10**9) << 32) // 10**9
+
+
+def py_change(origin: bytes, actor: bytes, version: int, key: str, value: bytes) -> dict:
+    return {"key": key, "value": value, "time": ntp64_now(), "origin": origin, "actor": actor, "version": version,
+            "expires": None}
+
+
+async def state_cases(matrix: Matrix, binary: str):
+    """The replicated state's deltas (docs/protocol.md) between py-libp2p and swarmnode: a write published by the py
+    peer is taken, one by swarmnode is decoded in Python, one in another peer's name is refused."""
+    a = Node(binary, "state-a", [])
+    try:
+        peer = PyPeer("noise")
+        py_id = peer.peer_id.to_base58()
+        actor = os.urandom(16)
+        heard: list[dict] = []
+
+        async def listen(subscription):
+            while True:
+                message = await subscription.get()
+                deltas = cbor2.loads(message.data)
+                for change in deltas["changes"]:
+                    heard.append({"from": PeerID(message.from_id).to_base58(), "v": deltas["v"], **change})
+
+        async with peer.host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]), \
+                background_trio_service(peer.pubsub), background_trio_service(peer.gossipsub), \
+                trio.open_nursery() as nursery:
+            await peer.pubsub.wait_until_ready()
+            nursery.start_soon(listen, await peer.pubsub.subscribe(STATE_TOPIC))
+            await peer.host.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.address)))
+
+            async def meshed():
+                return PeerID.from_base58(a.peer_id) in peer.gossipsub.mesh.get(STATE_TOPIC, set())
+
+            await eventually(meshed, "the py peer and A meshed on the state topic")
+
+            async def py_writes():
+                change = py_change(peer.peer_id.to_bytes(), actor, 1, "py/colour", b"blue")
+                await peer.pubsub.publish(STATE_TOPIC, cbor2.dumps({"v": 1, "changes": [change]}))
+
+                async def visible():
+                    try:
+                        return await in_thread(a.get, "/v1/state/py/colour")
+                    except urllib.error.HTTPError:
+                        return None
+
+                entry = await eventually(visible, "A showing the py peer's key")
+                assert entry["value"] == "blue" and entry["origin"] == py_id, entry
+                assert entry["version"] == str(change["time"]), entry
+                return f"taken by A: value {entry['value']!r}, origin the py peer, version = its clock time"
+
+            await matrix.case("state delta", "py -> swarmnode", py_writes)
+
+            async def swarmnode_writes():
+                written = await in_thread(a.put, "/v1/state/rust/answer", {"value": "42"})
+
+                async def decoded():
+                    return next((c for c in heard if c["key"] == "rust/answer"), None)
+
+                change = await eventually(decoded, "the py peer decoding A's delta")
+                assert change["v"] == 1 and change["value"] == b"42", change
+                assert PeerID(change["origin"]).to_base58() == a.peer_id == change["from"], change
+                assert len(change["actor"]) == 16 and change["version"] >= 1, change
+                assert str(change["time"]) == written["version"], (change, written)
+                return (f"decoded per docs/protocol.md: origin = gossip from = A, version {change['version']}, "
+                        f"time = the API's version")
+
+            await matrix.case("state delta", "swarmnode -> py", swarmnode_writes)
+
+            async def forged_refused():
+                other = PeerID.from_pubkey(create_new_key_pair().public_key)
+                change = py_change(other.to_bytes(), os.urandom(16), 1, "py/forged", b"x")
+                await peer.pubsub.publish(STATE_TOPIC, cbor2.dumps({"v": 1, "changes": [change]}))
+
+                async def counted():
+                    with urllib.request.urlopen(a.api + "/metrics", timeout=DEADLINE) as response:
+                        text = response.read().decode()
+                    return 'swarmnode_state_refused_total{reason="forged"}' in text
+
+                await eventually(counted, "A counting the forged delta")
+                try:
+                    await in_thread(a.get, "/v1/state/py/forged")
+                    raise AssertionError("A took a change in another peer's name")
+                except urllib.error.HTTPError as error:
+                    assert error.code == 404, error
+                return "rejected by A (reason forged), the key absent"
+
+            await matrix.case("state delta forged", "py -> swarmnode", forged_refused)
+            nursery.cancel_scope.cancel()
+    finally:
+        await in_thread(a.stop)
+
+
 def client_example_case(binary: str, example: str) -> tuple[str, str]:
     """examples/python/swarm_client.py against a live pair of nodes: peers, publish, follow the event stream."""
     a = Node(binary, "client-a", [])
@@ -656,6 +763,7 @@ async def main(binary: str, example: str | None) -> int:
     await connection_cases(matrix, binary)
     await kad_cases(matrix, binary)
     await members_cases(matrix, binary)
+    await state_cases(matrix, binary)
     if example:
         outcome, detail = await in_thread(client_example_case, binary, example)
         matrix.rows.append(("python API client", "example -> swarmnode", outcome, detail))
