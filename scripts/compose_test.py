@@ -423,8 +423,9 @@ def main():
                     raise AssertionError("a node no longer lists a member on its own side of the partition alive")
                 failed = [first_change_to(o, ids[m], "failed", since) for o, m in across]
             finally:
-                run(["docker", "network", "connect", "--alias", "bootstrap", network, container("bootstrap")])
+                # Before the command: the first records can cross before `docker network connect` has returned.
                 healed = now_ms()
+                run(["docker", "network", "connect", "--alias", "bootstrap", network, container("bootstrap")])
             wait_until("every member alive everywhere again", lambda: all_alive(ids), deadline=90)
             alive = [first_change_to(o, ids[m], "alive", healed) for o, m in across]
             return f"partition → failed {spread(failed)}; reconnect → alive {spread(alive)}"
