@@ -65,10 +65,19 @@ impl EventLoop {
         };
         // Records come every interval, and at most every MIN_PUBLISH_GAP from an honest node: faster ones are dropped
         // (not forwarded), so one peer cannot make the whole swarm verify records at line rate.
-        if self
-            .cluster
-            .members
-            .too_soon(&author, MIN_PUBLISH_GAP / 2, Instant::now())
+        // A member's final `left` record comes right after its last regular one (it leaves when it leaves): it is let
+        // through once, or members that only hear it relayed would never learn that the member left.
+        let first_leave = record.left
+            && self
+                .cluster
+                .members
+                .get(&author)
+                .is_none_or(|m| m.status != MemberStatus::Left);
+        if !first_leave
+            && self
+                .cluster
+                .members
+                .too_soon(&author, MIN_PUBLISH_GAP / 2, Instant::now())
         {
             self.report(message_id, &source, MessageAcceptance::Ignore);
             self.count_rejection("member_rate");
