@@ -248,6 +248,12 @@ impl Map {
 
     /// Records versions as heard of without a change (a peer's cleared versions, a resync's books).
     pub fn mark_known_range(&mut self, actor: Actor, start: u64, end: u64) {
+        // From a peer: no version above the cap exists, so none is recorded; and only we number our own writes, so a
+        // peer's word about which of them exist is not taken (it could leave us no number to write with).
+        let end = end.min(crate::wire::state::MAX_VERSION);
+        if actor == self.own {
+            return;
+        }
         if !self.books.contains_key(&actor) && self.books.len() >= self.limits.max_writers {
             return;
         }

@@ -477,3 +477,16 @@ fn own_writes_are_served_only_once_committed() {
     assert_eq!(page.changes.len(), 1);
     assert_eq!(page.page.unwrap().books[0].have, [(1, 1)]);
 }
+
+#[test]
+fn cleared_ranges_from_a_peer_stay_within_the_version_cap() {
+    let mut a = node(1);
+    let (own, other) = (a.own(), Actor([7; 16]));
+    a.mark_known_range(other, 1, u64::MAX);
+    assert_eq!(a.book(&other).unwrap().have.max(), crate::wire::state::MAX_VERSION);
+    assert_eq!(a.book(&other).unwrap().have.gaps(32), []);
+    // Our own numbers are ours alone: a peer's claim does not use them up.
+    a.mark_known_range(own, 1, u64::MAX);
+    let written = a.write("k", value("v"), 1, None).expect("a write still gets a number");
+    assert_eq!(written.version, 1);
+}
