@@ -58,20 +58,7 @@ async fn junk_and_forged_records_are_refused_and_a_valid_one_taken() {
     let author = raw.peer_id;
     let own = record("raw", 1);
     // The node subscribes to the members topic; wait until the raw peer knows, or the publishes go nowhere.
-    eventually("the node's members subscription reaches the raw peer", || async {
-        let peer = node.peer_id;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        raw.run(move |swarm| {
-            let subscribed = swarm
-                .behaviour()
-                .gossipsub
-                .all_peers()
-                .any(|(p, topics)| *p == peer && topics.iter().any(|t| t.as_str() == MEMBERS_TOPIC));
-            let _ = tx.send(subscribed);
-        });
-        rx.await.unwrap_or(false)
-    })
-    .await;
+    raw.wait_for_subscription(node.peer_id, MEMBERS_TOPIC).await;
     raw.publish_on(MEMBERS_TOPIC, junk);
     raw.publish_on(MEMBERS_TOPIC, forged);
     raw.publish_on(MEMBERS_TOPIC, own.seal(&key).unwrap());

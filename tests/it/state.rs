@@ -268,19 +268,7 @@ async fn a_write_from_a_clock_far_ahead_is_refused() {
     })
     .await;
     let peer = node.peer_id;
-    eventually("the node's state subscription reaches the raw peer", || async {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        raw.run(move |swarm| {
-            let subscribed = swarm
-                .behaviour()
-                .gossipsub
-                .all_peers()
-                .any(|(p, topics)| *p == peer && topics.iter().any(|t| t.as_str() == STATE_TOPIC));
-            let _ = tx.send(subscribed);
-        });
-        rx.await.unwrap_or(false)
-    })
-    .await;
+    raw.wait_for_subscription(peer, STATE_TOPIC).await;
     let now = uhlc::system_time_clock().0;
     let change = |key_name: &str, time: u64, version: u64| Change {
         key: key_name.into(),

@@ -31,19 +31,7 @@ async fn a_delta_flood_stays_within_the_state_byte_bound() {
     })
     .await;
     let peer = node.peer_id;
-    eventually("the node's state subscription reaches the raw peer", || async {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        raw.run(move |swarm| {
-            let subscribed = swarm
-                .behaviour()
-                .gossipsub
-                .all_peers()
-                .any(|(p, topics)| *p == peer && topics.iter().any(|t| t.as_str() == STATE_TOPIC));
-            let _ = tx.send(subscribed);
-        });
-        rx.await.unwrap_or(false)
-    })
-    .await;
+    raw.wait_for_subscription(peer, STATE_TOPIC).await;
     // 3 MiB of values in 48 deltas: three times what the node may hold.
     let now = uhlc::system_time_clock().0;
     for n in 0..48u64 {

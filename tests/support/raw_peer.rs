@@ -160,6 +160,26 @@ impl RawPeer {
         });
     }
 
+    /// Waits until this peer knows that `node` is subscribed to `topic` (publishing before that reaches nobody).
+    pub async fn wait_for_subscription(&self, node: PeerId, topic: &'static str) {
+        super::eventually(
+            &format!("{node}'s {topic} subscription reaches the raw peer"),
+            || async {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.run(move |swarm| {
+                    let subscribed = swarm
+                        .behaviour()
+                        .gossipsub
+                        .all_peers()
+                        .any(|(p, topics)| *p == node && topics.iter().any(|t| t.as_str() == topic));
+                    let _ = tx.send(subscribed);
+                });
+                rx.await.unwrap_or(false)
+            },
+        )
+        .await;
+    }
+
     /// Waits for the next event `select` picks, failing the test after the deadline.
     pub async fn wait_for<T>(
         &mut self,
