@@ -485,10 +485,19 @@ def main():
             since = now_ms()
             run(["docker", "stop", container("node-a3")])
             observers = ["node-a1", "node-a2", "bootstrap"]
-            took = wait_until(
-                "node-a3 left everywhere",
-                lambda: all(("active", "left") in states_of(o, ids["node-a3"], since) for o in observers),
-            )
+            try:
+                took = wait_until(
+                    "node-a3 left everywhere",
+                    lambda: all(("active", "left") in states_of(o, ids["node-a3"], since) for o in observers),
+                )
+            except TimeoutError:
+                for o in observers:
+                    print(f"  {o} saw node-a3 go {states_of(o, ids['node-a3'], since)}", file=sys.stderr)
+                print("  node-a3's last log lines:", file=sys.stderr)
+                tail = subprocess.run(["docker", "logs", "--tail", "40", container("node-a3")],
+                                      capture_output=True, text=True)
+                print(tail.stdout + tail.stderr, file=sys.stderr)
+                raise
             # A redial would be scheduled the moment the connection closes: once each observer reports the close,
             # any reconnect attempt is already in its log.
             wait_until(

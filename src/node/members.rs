@@ -83,7 +83,14 @@ impl EventLoop {
             self.count_rejection("member_rate");
             return;
         }
+        let leaving = record.left;
         let accepted = self.offer_member(author, record, message.data.into(), Duration::ZERO);
+        if accepted && leaving {
+            // Its signed `left` record is the second word of a member that leaves, beside the leave notice: either
+            // one is enough for the peer table not to redial it (the notice may lose the race with the close).
+            let decisions = self.peers.left(author, Instant::now());
+            self.apply(decisions);
+        }
         let acceptance = if accepted {
             MessageAcceptance::Accept
         } else {

@@ -1,13 +1,15 @@
-//! Hostile member records: a peer that publishes junk or forged records on the members topic is refused record by
-//! record (and its own valid record still taken), and a view exchange stuffed with thousands of validly signed
-//! records of made-up members leaves the view within its count bound, shrinking back once they are reaped.
+//! Member records from a raw peer: one that publishes junk or forged records on the members topic is refused record
+//! by record (and its own valid record still taken), a view exchange stuffed with thousands of validly signed
+//! records of made-up members leaves the view within its count bound, shrinking back once they are reaped, and a
+//! peer whose signed `left` record arrives with no leave notice is `left` in the peer table and never redialled.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use libp2p::{identity::Keypair, swarm::SwarmEvent};
 use swarmnode::{
     config::NodeConfig,
-    node::MemberFilter,
+    node::{EventKind, MemberFilter},
+    policy::liveness::PeerState,
     policy::members::{MemberLimits, MemberStatus},
     wire::members::{ExchangedRecord, Load, MEMBERS_TOPIC, MEMBERS_VERSION, MemberRecord, MembersExchange},
 };
@@ -118,4 +120,43 @@ async fn a_stuffed_view_exchange_stays_within_the_view_bound_and_is_reaped() {
     })
     .await;
     assert!(node.handle.status().await.is_ok(), "the node carries on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_record_without_a_leave_notice_marks_the_peer_left_and_it_is_not_redialled() {
+    let mut node = TestNode::start(|_| {}).await;
+    let key = Keypair::generate_ed25519();
+    let mut raw = RawPeer::start(key.clone(), Signing::Signed);
+    let author = raw.peer_id;
+    connected(&node, &mut raw).await;
+    raw.wait_for_subscription(node.peer_id, MEMBERS_TOPIC).await;
+    raw.publish_on(MEMBERS_TOPIC, record("raw", 1).seal(&key).unwrap());
+    eventually("the raw peer a member", || async {
+        let members = node.handle.members(MemberFilter::default()).await.unwrap();
+        members.iter().any(|m| m.peer == author && m.status == MemberStatus::Alive)
+    })
+    .await;
+    let leaving = MemberRecord { left: true, ..record("raw", 2) };
+    raw.publish_on(MEMBERS_TOPIC, leaving.seal(&key).unwrap());
+    node.wait_for("the raw peer left", |kind| match kind {
+        EventKind::PeerState { peer, to, .. } if *peer == author && *to == PeerState::Left => Some(()),
+        EventKind::PeerState { peer, to, .. } if *peer == author && *to != PeerState::Active => {
+            panic!("the raw peer went {to:?} before it was left")
+        }
+        _ => None,
+    })
+    .await;
+    // Its connection closing now is a departure the node was told of: no redial.
+    drop(raw);
+    node.wait_for("the connection closed", |kind| match kind {
+        EventKind::Disconnected { peer, .. } if *peer == author => Some(()),
+        EventKind::PeerState { peer, to, .. } if *peer == author && *to == PeerState::Reconnecting => {
+            panic!("a peer that left was redialled")
+        }
+        _ => None,
+    })
+    .await;
+    let peers = node.handle.peers().await.unwrap();
+    let state = peers.iter().find(|p| p.peer == author).map(|p| p.state);
+    assert!(matches!(state, Some(PeerState::Left) | None), "the peer is {state:?}");
 }
