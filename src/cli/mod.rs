@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod client;
 pub mod cluster;
+mod printer;
 pub mod run;
 pub mod state;
 pub mod state_flags;

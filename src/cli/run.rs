@@ -7,15 +7,15 @@ use std::time::Duration;
 use anyhow::Context;
 use libp2p::PeerId;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, BufReader},
     signal::unix::{Signal, SignalKind, signal},
 };
 
-use super::RunArgs;
+use super::{RunArgs, printer::Printer};
 use crate::{
     api::{self, ApiConfig},
     config::{self, ConfigError, NodeConfig},
-    node::{self, EventReceiver, NodeHandle, PublishRequest, RecvError},
+    node::{self, NodeHandle, PublishRequest},
     policy::liveness::LivenessPolicy,
     time::now_unix_ms,
     wire::envelope::TEXT_CONTENT_TYPE,
@@ -23,6 +23,8 @@ use crate::{
 
 /// How long a graceful shutdown may take before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long the event printer is given, once the node has stopped, to write what is left.
+const PRINTER_GRACE: Duration = Duration::from_millis(500);
 
 impl RunArgs {
     /// The node configuration these flags describe (validated when the node starts).
@@ -115,7 +117,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         // The printer takes the receiver that has every event since start (the listen addresses first).
         let events = std::mem::replace(&mut node.events, node.handle.subscribe_events());
-        tokio::spawn(print_events(events));
+        let printer = Printer::start(events).context("cannot start the event printer")?;
         if args.stdin {
             tokio::spawn(publish_stdin_lines(node.handle.clone(), config.topics[0].clone()));
         }
@@ -129,6 +131,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         if tokio::time::timeout(SHUTDOWN_GRACE, node.shutdown()).await.is_err() {
             tracing::warn!("shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
         }
+        // The node's last events (its connections closing) are printed before the process ends.
+        tokio::task::spawn_blocking(move || printer.finish(PRINTER_GRACE)).await?;
         Ok(())
     })?;
     // Blocking stdin reads cannot be cancelled; do not wait for them.
@@ -155,37 +159,6 @@ impl ShutdownSignals {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
-        }
-    }
-}
-
-/// Writes each event as one JSON line on stdout. A reader that falls behind is told how many events it missed.
-async fn print_events(mut events: EventReceiver) {
-    let mut stdout = tokio::io::stdout();
-    loop {
-        let line = match events.recv().await {
-            Ok(event) => serde_json::to_string(&event),
-            Err(RecvError::Lagged(skipped)) => Ok(serde_json::json!({
-                "event": "lagged", "ts": now_unix_ms(), "skipped": skipped
-            })
-            .to_string()),
-            Err(RecvError::Closed) => return,
-        };
-        let line = match line {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::error!("cannot render event as JSON: {e}");
-                continue;
-            }
-        };
-        let written = async {
-            stdout.write_all(line.as_bytes()).await?;
-            stdout.write_all(b"\n").await?;
-            stdout.flush().await
-        };
-        if let Err(e) = written.await {
-            tracing::warn!("stdout closed ({e}); no more events will be printed");
-            return;
         }
     }
 }
