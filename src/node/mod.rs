@@ -111,8 +111,16 @@ const CERTIFICATE_RENEWAL_WARNING: Duration = Duration::from_secs(7 * 24 * 3600)
 const GRAYLIST_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Finished health checks waiting for the loop.
 const PROBE_RESULTS: usize = 64;
-/// How often the loop asks the peer table and the bootstrap schedule what is due.
-const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// How often the loop asks the peer table, the bootstrap schedule, the members, the services and the map what is
+/// due: a twentieth of the heartbeat, so timers keep the same relative precision at any heartbeat, within these
+/// bounds. Each tick wakes the node, idle or not: at the default 10 s heartbeat, 4 a second.
+const HOUSEKEEPING_MIN: Duration = Duration::from_millis(10);
+const HOUSEKEEPING_MAX: Duration = Duration::from_millis(250);
+
+/// The housekeeping period for this heartbeat.
+fn housekeeping_period(heartbeat: Duration) -> Duration {
+    (heartbeat / 20).clamp(HOUSEKEEPING_MIN, HOUSEKEEPING_MAX)
+}
 
 /// A node whose event loop is running.
 pub struct RunningNode {
@@ -195,6 +203,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         DEDUP_CAPACITY,
     );
     let (probe_results, probe_done) = mpsc::channel(PROBE_RESULTS);
+    let housekeeping = housekeeping_period(config.heartbeat);
     let event_loop = EventLoop {
         cluster,
         replica,
@@ -220,6 +229,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         metrics: metrics.clone(),
         batcher,
         started: Instant::now(),
+        housekeeping,
         _locks: (lock, key_lock),
     };
     let task = tokio::spawn(event_loop.run());
@@ -314,6 +324,8 @@ struct EventLoop {
     /// Publishes waiting for their batch, when `--batch-window` is on.
     batcher: Option<Batcher<PendingPublish>>,
     started: Instant,
+    /// The housekeeping period (`housekeeping_period`).
+    housekeeping: Duration,
     /// Held until the loop ends, so the data directory and the identity key are ours while the swarm runs.
     _locks: (DataDirLock, KeyLock),
 }
@@ -321,7 +333,7 @@ struct EventLoop {
 impl EventLoop {
     async fn run(mut self) {
         self.start_bootstrap();
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut housekeeping = tokio::time::interval(self.housekeeping);
         loop {
             let batch_deadline = self.batcher.as_ref().and_then(Batcher::next_deadline);
             tokio::select! {
