@@ -133,10 +133,15 @@ async fn a_left_record_without_a_leave_notice_marks_the_peer_left_and_it_is_not_
     raw.publish_on(MEMBERS_TOPIC, record("raw", 1).seal(&key).unwrap());
     eventually("the raw peer a member", || async {
         let members = node.handle.members(MemberFilter::default()).await.unwrap();
-        members.iter().any(|m| m.peer == author && m.status == MemberStatus::Alive)
+        members
+            .iter()
+            .any(|m| m.peer == author && m.status == MemberStatus::Alive)
     })
     .await;
-    let leaving = MemberRecord { left: true, ..record("raw", 2) };
+    let leaving = MemberRecord {
+        left: true,
+        ..record("raw", 2)
+    };
     raw.publish_on(MEMBERS_TOPIC, leaving.seal(&key).unwrap());
     node.wait_for("the raw peer left", |kind| match kind {
         EventKind::PeerState { peer, to, .. } if *peer == author && *to == PeerState::Left => Some(()),
