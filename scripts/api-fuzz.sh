@@ -7,6 +7,9 @@
 #                    tests/it/api.rs covers it with loopback addresses and invalid input.
 #   GET /v1/events   an endless stream by design; tests/it/api.rs reads it.
 #   GET /v1/state/watch  the same stream for state changes; tests/it/state_api.rs reads it.
+# POST /v1/perf is fuzzed: the schema's `peer` is a bare peer id (addresses are accepted beyond it), which this lone
+# node looks up in its empty routing table and answers 404 peer_not_found at once, whatever the sizes (over 64 GiB:
+# 400), so no generated request dials anything or moves a byte.
 # GET /v1/state/{key} with a min_version that never arrives answers 504 version_not_visible by design: a 5xx that
 # is no server error there (the config below), its wait kept short so a generated one does not eat the time budget.
 # And one check: negative_data_rejection (a request outside the schema must be refused). The schema promises a subset
