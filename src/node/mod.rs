@@ -201,25 +201,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     let (probe_results, probe_done) = mpsc::channel(PROBE_RESULTS);
     let mut stream_control = swarm.behaviour().stream.new_control();
-    let perf_server = if config.perf.serve {
-        let gate = if config.admission_enabled() {
-            perf_server::Gate::Members {
-                commands: commands_tx.downgrade(),
-                events: events_tx.clone(),
-                wait: config.admission_timeout,
-            }
-        } else {
-            perf_server::Gate::Open
-        };
-        Some(perf_server::start(
-            &mut stream_control,
-            config.perf.clone(),
-            gate,
-            metrics.clone(),
-        )?)
-    } else {
-        None
-    };
+    let perf_server = perf_server::start_for(&config, &mut stream_control, &commands_tx, &events_tx, &metrics)?;
     let event_loop = EventLoop {
         cluster,
         replica,

@@ -24,14 +24,14 @@ use super::{
     perf::{PerfCommand, Standing},
 };
 use crate::{
-    config::perf::PerfConfig,
+    config::{NodeConfig, perf::PerfConfig},
     metrics::{Metrics, OutcomeLabel},
     time::deadline,
     wire::perf::{CHUNK_SIZE, HEADER_LEN, PERF_PROTOCOL, decode_header},
 };
 
 /// Who may be served.
-pub(super) enum Gate {
+enum Gate {
     /// No admission in this swarm: every connected peer.
     Open,
     /// Members only, asked of the event loop; a peer still waiting for its verdict is given up to `wait` for it.
@@ -54,18 +54,32 @@ impl Drop for PerfServer {
     }
 }
 
-/// Starts serving `/perf/1.0.0` under `limits`.
-pub(super) fn start(
+/// Starts the server `config` asks for: none with `--no-perf`; members only in a swarm with a CA, asked of the loop
+/// behind `commands`.
+pub(super) fn start_for(
+    config: &NodeConfig,
     control: &mut Control,
-    limits: PerfConfig,
-    gate: Gate,
-    metrics: Metrics,
-) -> anyhow::Result<PerfServer> {
+    commands: &mpsc::Sender<Command>,
+    events: &EventSender,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<PerfServer>> {
+    if !config.perf.serve {
+        return Ok(None);
+    }
+    let gate = if config.admission_enabled() {
+        Gate::Members {
+            commands: commands.downgrade(),
+            events: events.clone(),
+            wait: config.admission_timeout,
+        }
+    } else {
+        Gate::Open
+    };
     let incoming = control
         .accept(PERF_PROTOCOL)
         .map_err(|e| anyhow::anyhow!("cannot serve {PERF_PROTOCOL}: {e}"))?;
-    let task = tokio::spawn(accept(incoming, limits, Arc::new(gate), metrics));
-    Ok(PerfServer { task })
+    let task = tokio::spawn(accept(incoming, config.perf.clone(), Arc::new(gate), metrics.clone()));
+    Ok(Some(PerfServer { task }))
 }
 
 /// Hands each incoming stream to a task of its own while there is a free slot, and resets it when there is none.
