@@ -3,6 +3,7 @@
 
 pub mod bounds;
 pub mod members;
+pub mod perf;
 pub mod services;
 pub mod state;
 mod topic;
@@ -113,6 +114,8 @@ pub struct NodeConfig {
     pub members: members::MembersConfig,
     /// The replicated map's limits and timers.
     pub state: state::StateConfig,
+    /// Whether `/perf/1.0.0` is served, and its bounds.
+    pub perf: perf::PerfConfig,
 }
 
 impl NodeConfig {
@@ -153,6 +156,7 @@ impl NodeConfig {
             event_buffer_bytes: 64 << 20,
             members: members::MembersConfig::default(),
             state: state::StateConfig::default(),
+            perf: perf::PerfConfig::default(),
         }
     }
 

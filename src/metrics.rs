@@ -30,6 +30,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: StateValue,
 }
@@ -120,6 +125,11 @@ pub struct Metrics {
     /// What the event channel keeps for its subscribers: bytes (payloads plus a fixed overhead each) and events.
     pub event_buffer_bytes: Gauge,
     pub event_buffer_events: Gauge,
+    /// Perf streams peers opened to us, by outcome (`served`, `busy`, `not_member`, `too_large`, `timed_out`, `idle`,
+    /// `failed`).
+    pub perf_streams: Family<OutcomeLabel, Counter>,
+    /// Perf streams being served now.
+    pub perf_streams_active: Gauge,
     /// Members, services, checks and the bytes membership costs.
     pub cluster: ClusterMetrics,
     /// The replicated map.
@@ -234,6 +244,18 @@ impl Metrics {
             "Events kept for event subscribers",
             event_buffer_events.clone(),
         );
+        let perf_streams = Family::<OutcomeLabel, Counter>::default();
+        ours.register(
+            "perf_streams",
+            "Perf streams peers opened to this node, by outcome",
+            perf_streams.clone(),
+        );
+        let perf_streams_active = Gauge::default();
+        ours.register(
+            "perf_streams_active",
+            "Perf streams this node is serving now",
+            perf_streams_active.clone(),
+        );
         let cluster = ClusterMetrics::register(ours);
         let state = StateMetrics::register(ours);
         Metrics {
@@ -242,6 +264,8 @@ impl Metrics {
             registry: Arc::new(registry),
             event_buffer_bytes,
             event_buffer_events,
+            perf_streams,
+            perf_streams_active,
             admitted,
             admission_refused,
             bans,

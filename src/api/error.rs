@@ -1,7 +1,8 @@
 //! Errors as the API returns them: `{"error": {"code", "message"}}` with the status that says whose fault it is
 //! (400 bad input, 401 no or wrong token, 404 unknown, 409 the node's or the swarm's state refuses it (no subscribed
-//! peer yet, --max-topics reached), 413 too large, 422 a dial that failed, 500 gossipsub itself failed, 503 the node
-//! has stopped or its send queues are full). `From<NodeError>` is the one mapping of node errors to statuses and
+//! peer yet, --max-topics reached, a perf run under way), 413 too large, 422 a dial that failed or a peer without the
+//! protocol asked for, 500 gossipsub itself failed, 502 a perf stream the peer broke off, 503 the node has stopped or
+//! its send queues are full, 504 a wait or a run that ran out of time). `From<NodeError>` is the one mapping of node errors to statuses and
 //! codes. Extractor rejections (malformed JSON, unknown fields, bad query strings) come out in the same shape, and
 //! `json_errors` reshapes whatever error still leaves in another (a bad path, a timeout), so a client parses one
 //! error format. Input echoed in a message is shortened, and so is every message.
@@ -179,6 +180,14 @@ fn status_and_code(error: &NodeError) -> (StatusCode, &'static str) {
         NodeError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
         NodeError::StateFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "state_full"),
         NodeError::VersionNotVisible { .. } => (StatusCode::GATEWAY_TIMEOUT, "version_not_visible"),
+        NodeError::InvalidPerfRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_perf_request"),
+        // This node's own state: one run at a time.
+        NodeError::PerfBusy => (StatusCode::CONFLICT, "perf_busy"),
+        // Like a failed dial: the peer cannot do what was asked of it.
+        NodeError::PerfUnsupported { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "perf_unsupported"),
+        // The remote side broke off: the node in between (us) is fine.
+        NodeError::PerfFailed { .. } => (StatusCode::BAD_GATEWAY, "perf_failed"),
+        NodeError::PerfTimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, "perf_timed_out"),
     }
 }
 
@@ -286,6 +295,15 @@ mod tests {
                 504,
                 "version_not_visible",
             ),
+            (
+                NodeError::InvalidPerfRequest { reason: text() },
+                400,
+                "invalid_perf_request",
+            ),
+            (NodeError::PerfBusy, 409, "perf_busy"),
+            (NodeError::PerfUnsupported { peer }, 422, "perf_unsupported"),
+            (NodeError::PerfFailed { peer, reason: text() }, 502, "perf_failed"),
+            (NodeError::PerfTimedOut { peer, seconds: 1 }, 504, "perf_timed_out"),
         ];
         let variants: HashSet<_> = cases.iter().map(|(error, ..)| std::mem::discriminant(error)).collect();
         assert_eq!(variants.len(), NodeError::COUNT, "a case for every variant");

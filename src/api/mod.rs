@@ -11,6 +11,7 @@ mod events;
 mod guard;
 pub mod limits;
 pub mod openapi;
+pub mod perf;
 mod routes;
 mod server;
 pub mod state;
@@ -115,6 +116,7 @@ fn route_table() -> OpenApiRouter<ApiState> {
         .routes(routes!(state::list))
         .routes(state::watch_routes())
         .routes(state::key_routes())
+        .routes(routes!(perf::perf))
         .routes(routes!(routes::diagnose))
         .routes(routes!(routes::openapi))
         .routes(routes!(routes::metrics))

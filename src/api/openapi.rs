@@ -242,7 +242,7 @@ pub(super) mod tests {
     async fn the_document_lists_exactly_the_routes_the_router_serves() {
         let (router, document) = stopped_node_router().await;
         let documented = documented_routes(&document);
-        assert_eq!(documented.len(), 23, "{documented:?}");
+        assert_eq!(documented.len(), 24, "{documented:?}");
         for (method, path) in documented {
             let uri = path
                 .replace("{peer}", "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5")
@@ -253,6 +253,7 @@ pub(super) mod tests {
             let body = match path.as_str() {
                 "/v1/peers" if method == "POST" => r#"{"address": "/ip4/127.0.0.1/tcp/1"}"#,
                 "/v1/publish" => r#"{"topic": "probe", "data": "x"}"#,
+                "/v1/perf" => r#"{"peer": "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5", "upload": "1KiB"}"#,
                 "/v1/services/{id}" if method == "PUT" => r#"{"name": "web", "port": 8080}"#,
                 "/v1/state/{key}" if method == "PUT" => r#"{"value": "x"}"#,
                 _ => "",

@@ -1,5 +1,5 @@
 //! The CLI's client commands (`status`, `peers`, `connect`, `disconnect`, `publish`, `subscribe`, `events`,
-//! `diagnose`): each is one request to a running node's HTTP API, printed as a human-readable table or, with
+//! `diagnose`, and the others' entry points): each is one request to a running node's HTTP API, printed as a human-readable table or, with
 //! `--json`, as the API's JSON. Streams (`subscribe`, `events`) print one JSON line per event until interrupted.
 //! When no node answers, the error says where we looked and how to point elsewhere.
 
@@ -106,7 +106,11 @@ impl ApiClient {
         self.call(self.request(Method::GET, path)).await
     }
 
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> anyhow::Result<Answer<T>> {
+    pub(super) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<Answer<T>> {
         self.call(self.request(Method::POST, path).json(body)).await
     }
 
@@ -261,6 +265,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Cluster(command) => super::cluster::run(command).await,
         Command::State { command } => super::state::run(command).await,
+        Command::Perf {
+            client,
+            peer,
+            upload,
+            download,
+        } => super::perf::run(&client, peer, upload, download).await,
         Command::Diagnose(args) => {
             let diagnosis: Answer<Diagnosis> = ApiClient::new(&args)?.get("/v1/diagnose").await?;
             print(&args, &diagnosis, diagnosis_text)

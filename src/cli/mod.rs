@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod client;
 pub mod cluster;
+pub mod perf;
 mod printer;
 pub mod run;
 pub mod state;
@@ -116,6 +117,19 @@ pub enum ClientCommand {
     },
     /// What to check when peers do not find each other.
     Diagnose(ClientArgs),
+    /// Measure throughput from the running node to a peer with the libp2p perf protocol: upload, then download.
+    Perf {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A peer id (connected, or found in the DHT), or a multiaddr ending in /p2p/<id> (dialled unless connected).
+        peer: String,
+        /// Bytes to upload: a number or a size with a binary unit (KiB, MiB, GiB); at most 64GiB.
+        #[arg(long, default_value = "100MiB", value_parser = config::perf::parse_byte_count)]
+        upload: u64,
+        /// Bytes to download, likewise (a swarmnode serves at most 16GiB per run).
+        #[arg(long, default_value = "100MiB", value_parser = config::perf::parse_byte_count)]
+        download: u64,
+    },
     #[command(flatten)]
     Cluster(cluster::ClusterCommand),
     /// Read, write, list and watch the swarm's replicated key/value state.
@@ -247,6 +261,9 @@ pub struct RunArgs {
     /// Turn off mDNS discovery on the local network (variable: 1/0, true/false, yes/no, on/off).
     #[arg(long, env = "SWARMNODE_NO_MDNS", value_parser = BoolishValueParser::new())]
     pub no_mdns: bool,
+    /// Do not serve the libp2p perf protocol /perf/1.0.0 to peers (variable: 1/0, true/false, yes/no, on/off).
+    #[arg(long, env = "SWARMNODE_NO_PERF", value_parser = BoolishValueParser::new())]
+    pub no_perf: bool,
     /// Kademlia protocol; `/ipfs/kad/1.0.0` to interoperate with other libp2p DHTs.
     #[arg(long, env = "SWARMNODE_KAD_PROTOCOL", default_value = config::DEFAULT_KAD_PROTOCOL, value_parser = parse_protocol)]
     pub kad_protocol: StreamProtocol,

@@ -34,6 +34,7 @@ impl RunArgs {
         config.listen = self.listen.clone();
         config.bootstrap = self.bootstrap.clone();
         config.mdns = !self.no_mdns;
+        config.perf.serve = !self.no_perf;
         config.kad_protocol = self.kad_protocol.clone();
         config.kad_refresh = self.kad_refresh;
         config.security = self.security.0.clone();
@@ -247,6 +248,7 @@ mod tests {
         assert_eq!(defaults.event_buffer_bytes, expected.event_buffer_bytes);
         assert_eq!(defaults.key_path, PathBuf::from("/d/identity.key"));
         assert!(defaults.mdns);
+        assert_eq!(defaults.perf, expected.perf);
         let api_defaults = run_args(&[]).api_limits.to_limits();
         assert_eq!(api_defaults, crate::api::limits::ApiLimits::default());
         let few = run_args(&["--api-max-connections", "2"]).api_limits.to_limits();
@@ -266,6 +268,7 @@ mod tests {
             "--bootstrap",
             "/ip4/127.0.0.1/tcp/1,/dns4/boot/tcp/4100",
             "--no-mdns",
+            "--no-perf",
             "--security",
             "noise",
             "--topic",
@@ -292,6 +295,7 @@ mod tests {
         assert_eq!(config.key_path, PathBuf::from("/k"));
         assert_eq!(config.bootstrap.len(), 2);
         assert!(!config.mdns);
+        assert!(!config.perf.serve);
         assert_eq!(config.security, vec![SecurityProtocol::Noise]);
         assert_eq!(config.topics, vec!["a", "b"]);
         assert_eq!(config.max_message_size, 64 << 10);
@@ -466,6 +470,7 @@ mod tests {
         let mut flags = Vec::new();
         boolean_flags_with_env(&Cli::command(), &mut flags);
         assert!(flags.iter().any(|arg| arg.get_id() == "no_mdns"), "{flags:?}");
+        assert!(flags.iter().any(|arg| arg.get_id() == "no_perf"), "{flags:?}");
         for flag in flags {
             // The variable's value goes through the flag's value parser: give it one as an argument.
             let probe = clap::Command::new("probe").arg(flag.clone().action(ArgAction::Set).num_args(1));

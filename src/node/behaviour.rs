@@ -1,8 +1,9 @@
 //! The one `NetworkBehaviour` of a swarmnode, composed by derive: the gates first (allow list, deny list, bans, the
-//! per-address limits, then connection limits, so a refused connection never reaches another protocol), then mDNS, Kademlia, gossipsub,
-//! identify and ping, each configured here from `NodeConfig`, and our own protocols: the leave announcement and, in a
-//! swarm with a CA, the admission exchange. The standard protocols keep their standard ids and wire formats, so other
-//! implementations can join; ours are versioned and optional for them (docs/protocol.md).
+//! per-address limits, then connection limits, so a refused connection never reaches another protocol), then mDNS,
+//! Kademlia, gossipsub, identify and ping, each configured here from `NodeConfig`, our own protocols (the leave
+//! announcement and, in a swarm with a CA, the admission exchange), and last the stream behaviour that carries
+//! `/perf/1.0.0`. The standard protocols keep their standard ids and wire formats, so other implementations can join;
+//! ours are versioned and optional for them (docs/protocol.md).
 //!
 //! Gossipsub runs with peer scoring (parameters below, documented in docs/security.md): invalid messages cost a peer
 //! dearly, and a peer not yet admitted has an application score far below the graylist, so it gets nothing from us
@@ -33,6 +34,7 @@ use crate::{
     wire::admission::{ADMISSION_PROTOCOL, AdmissionRequest, AdmissionResponse, MAX_ADMISSION_MESSAGE},
     wire::leave::{LEAVE_PROTOCOL, LeaveAck, LeaveNotice, MAX_LEAVE_MESSAGE},
     wire::members::{MAX_EXCHANGE_BYTES, MAX_RECORD_BYTES, MEMBERS_PROTOCOL, MEMBERS_TOPIC, MembersExchange},
+    wire::perf::PERF_PROTOCOL,
     wire::state::{MAX_SYNC_REQUEST, MAX_SYNC_RESPONSE, STATE_TOPIC, SYNC_PROTOCOL, SyncRequest, SyncResponse},
 };
 
@@ -99,6 +101,8 @@ pub struct Behaviour {
     pub sync: cbor::Behaviour<SyncRequest, SyncResponse>,
     /// Present only in a swarm with a CA (`--ca-cert`).
     pub admission: Toggle<cbor::Behaviour<AdmissionRequest, AdmissionResponse>>,
+    /// Streams of protocols served outside the loop: `/perf/1.0.0` (`perf.rs`, `perf_server.rs`).
+    pub stream: libp2p_stream::Behaviour,
 }
 
 /// Whether `topic` is the internal members topic.
@@ -138,6 +142,9 @@ pub fn protocols(config: &NodeConfig) -> Vec<String> {
     ];
     if config.admission_enabled() {
         protocols.push(ADMISSION_PROTOCOL.to_string());
+    }
+    if config.perf.serve {
+        protocols.push(PERF_PROTOCOL.to_string());
     }
     protocols.sort();
     protocols
@@ -336,6 +343,7 @@ impl Behaviour {
             members,
             sync,
             admission: admission.into(),
+            stream: libp2p_stream::Behaviour::new(),
         })
     }
 

@@ -125,6 +125,7 @@ impl EventLoop {
                 let _ = reply.send(self.update_ttl(&id, health, note));
             }
             Command::State(command) => self.on_state_command(command),
+            Command::Perf(command) => self.on_perf_command(command),
             Command::Shutdown => return ControlFlow::Break(()),
         }
         ControlFlow::Continue(())
@@ -219,7 +220,7 @@ impl EventLoop {
         self.swarm.behaviour_mut().join(topic, max_topics).map(|_| ())
     }
 
-    fn dial(&mut self, address: Multiaddr, reply: Reply<PeerId>) {
+    pub(super) fn dial(&mut self, address: Multiaddr, reply: Reply<PeerId>) {
         if let Some(peer) = bare_peer_id(&address) {
             if self.swarm.is_connected(&peer) {
                 let _ = reply.send(Ok(peer));

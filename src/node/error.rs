@@ -8,7 +8,7 @@ use libp2p::{
 };
 
 use super::swarm_events::denial_reason;
-use crate::config::MAX_TOPIC_LEN;
+use crate::{config::MAX_TOPIC_LEN, wire::perf::PERF_PROTOCOL};
 
 /// Why a `NodeHandle` call failed. Whatever failed was not done: nothing was published, joined, left or dialled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +95,24 @@ pub enum NodeError {
     StateFull { reason: String },
     #[error("version {version} of key {key:?} is not visible on this node after waiting {waited_ms} ms")]
     VersionNotVisible { key: String, version: u64, waited_ms: u64 },
+    /// A perf run that cannot be started as asked: a size over the bound, this node itself as the target.
+    #[error("invalid perf request: {reason}")]
+    InvalidPerfRequest { reason: String },
+    /// Another perf run from this node is under way: runs go one at a time, so they do not measure each other.
+    #[error("a perf run from this node is already under way; wait until it ends and try again")]
+    PerfBusy,
+    /// The peer does not accept `/perf/1.0.0` streams.
+    #[error(
+        "peer {peer} does not support {PERF_PROTOCOL}: it runs with --no-perf, or its implementation does not serve \
+         the perf protocol"
+    )]
+    PerfUnsupported { peer: PeerId },
+    /// The perf stream broke off, or the peer sent other than what was asked for.
+    #[error("perf run with {peer} failed: {reason}")]
+    PerfFailed { peer: PeerId, reason: String },
+    /// The run did not end within its time bound.
+    #[error("perf run with {peer} did not finish within {seconds} s: ask for fewer bytes, or check the connection")]
+    PerfTimedOut { peer: PeerId, seconds: u64 },
 }
 
 impl NodeError {

@@ -12,6 +12,7 @@ use super::{
     cluster_views::{MemberFilter, MemberInfo, RouteAnswer, RouteRequest, ServiceFilter, ServiceInstance},
     error::NodeError,
     event_bus::{EventReceiver, EventSender},
+    perf::PerfClient,
     publish_budget::PublishBudget,
     views::{Diagnosis, NodeStatus, PeerInfo, PublishRequest, Published, TopicInfo},
 };
@@ -92,6 +93,8 @@ pub(crate) enum Command {
     },
     /// The replicated map (`state_handle.rs`).
     State(super::state_handle::StateCommand),
+    /// Perf runs and the perf server (`perf.rs`).
+    Perf(super::perf::PerfCommand),
     Shutdown,
 }
 
@@ -104,6 +107,8 @@ pub struct NodeHandle {
     /// Bounds the bytes of publishes on their way into the loop.
     pub(crate) publish_budget: PublishBudget,
     pub(crate) metrics: Metrics,
+    /// Opens perf streams; one run at a time.
+    pub(crate) perf: PerfClient,
 }
 
 impl NodeHandle {

@@ -17,6 +17,8 @@ mod handle;
 mod inbound_limits;
 mod load;
 mod members;
+mod perf;
+mod perf_server;
 mod probe;
 mod publish_budget;
 mod state;
@@ -55,12 +57,13 @@ pub use event::{Direction, DiscoverySource, Event, EventKind, MessageData, Refus
 pub use event_bus::{Behind, Buffered, EVENT_OVERHEAD, EventReceiver, RecvError, TryRecvError};
 pub(crate) use event_bus::{EventBufferLimits, event_channel};
 pub use handle::NodeHandle;
+pub use perf::PerfTarget;
 pub use state_handle::{MAX_PAGE, MAX_TTL, MAX_WAIT, MIN_TTL, watch_matches};
 pub use state_views::{StateEntry, StatePage, StateSummary, StateWrite, rfc3339};
 pub use transport::SecurityUpgrade;
 pub use views::{
-    BootstrapStatus, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PublishRequest, Published,
-    TopicInfo,
+    BootstrapStatus, ConnectionCounts, Diagnosis, InterfaceStatus, NodeStatus, PeerInfo, PerfReport, PublishRequest,
+    Published, TopicInfo,
 };
 
 use self::{
@@ -71,6 +74,8 @@ use self::{
     event_bus::EventSender,
     handle::{Command, Reply},
     members::ProbeDone,
+    perf::PerfClient,
+    perf_server::PerfServer,
     publish_budget::PublishBudget,
     state::Replica,
 };
@@ -204,6 +209,8 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     let (probe_results, probe_done) = mpsc::channel(PROBE_RESULTS);
     let housekeeping = housekeeping_period(config.heartbeat);
+    let mut stream_control = swarm.behaviour().stream.new_control();
+    let perf_server = perf_server::start_for(&config, &mut stream_control, &commands_tx, &events_tx, &metrics)?;
     let event_loop = EventLoop {
         cluster,
         replica,
@@ -230,6 +237,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
         batcher,
         started: Instant::now(),
         housekeeping,
+        _perf_server: perf_server,
         _locks: (lock, key_lock),
     };
     let task = tokio::spawn(event_loop.run());
@@ -240,6 +248,7 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<RunningNode> {
             events: events_tx,
             publish_budget: PublishBudget::new(PUBLISH_IN_FLIGHT_BYTES),
             metrics,
+            perf: PerfClient::new(stream_control),
         },
         events,
         task,
@@ -326,6 +335,8 @@ struct EventLoop {
     started: Instant,
     /// The housekeeping period (`housekeeping_period`).
     housekeeping: Duration,
+    /// Serves `/perf/1.0.0` (unless `--no-perf`) until the loop ends.
+    _perf_server: Option<PerfServer>,
     /// Held until the loop ends, so the data directory and the identity key are ours while the swarm runs.
     _locks: (DataDirLock, KeyLock),
 }

@@ -1,6 +1,6 @@
-//! The read-only views of a node that the CLI and the API show (status, peers, topics, diagnosis), and the publish
-//! request and result. Serialised as the API's JSON, and read back from it by the CLI client: the same types on both
-//! sides (a test holds the round trip).
+//! The read-only views of a node that the CLI and the API show (status, peers, topics, diagnosis), the publish
+//! request and result, and a perf run's report. Serialised as the API's JSON, and read back from it by the CLI
+//! client: the same types on both sides (a test holds the round trip).
 
 use std::collections::BTreeMap;
 
@@ -114,6 +114,25 @@ pub struct PeerInfo {
     #[schema(required)]
     pub agent_version: Option<String>,
     pub protocols: Vec<String>,
+}
+
+/// What one perf run (`/perf/1.0.0`) measured. Upload time runs from the header's first byte to our write side's
+/// close; download time from that close to the last byte, so it includes the time to the first byte.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PerfReport {
+    /// The peer measured against.
+    #[serde(serialize_with = "display", deserialize_with = "parse")]
+    #[schema(value_type = String)]
+    pub peer: PeerId,
+    pub upload_bytes: u64,
+    pub download_bytes: u64,
+    pub upload_seconds: f64,
+    pub download_seconds: f64,
+    /// From the end of the upload to the first byte downloaded; null when nothing was asked for.
+    #[schema(required)]
+    pub time_to_first_byte_ms: Option<f64>,
+    pub upload_bits_per_second: f64,
+    pub download_bits_per_second: f64,
 }
 
 /// One of our topics: the peers gossipsub keeps in its mesh for it, and every peer known to be subscribed.
@@ -285,6 +304,16 @@ mod tests {
             message_id: "ab".repeat(32),
             recipients: 2,
             duplicate: false,
+        });
+        round_trip(PerfReport {
+            peer,
+            upload_bytes: 8 << 20,
+            download_bytes: 0,
+            upload_seconds: 0.25,
+            download_seconds: 0.0,
+            time_to_first_byte_ms: None,
+            upload_bits_per_second: 268_435_456.0,
+            download_bits_per_second: 0.0,
         });
     }
 

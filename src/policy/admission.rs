@@ -158,6 +158,13 @@ impl Admissions {
         self.members.contains_key(peer)
     }
 
+    /// Whether `peer` is connected and still has time to show a certificate.
+    pub fn is_waiting(&self, peer: &PeerId) -> bool {
+        self.pending
+            .get(peer)
+            .is_some_and(|pending| pending.connected_at.is_some())
+    }
+
     pub fn member(&self, peer: &PeerId) -> Option<&Member> {
         self.members.get(peer)
     }
@@ -420,10 +427,12 @@ mod tests {
             admissions.tick(start + TIMEOUT - Duration::from_millis(1), 0),
             AdmissionsDue::default()
         );
+        assert!(admissions.is_waiting(&slow) && !admissions.is_waiting(&quick));
         let due = admissions.tick(start + TIMEOUT, 0);
         assert_eq!(due.timed_out, vec![slow]);
         assert!(admissions.is_member(&quick));
         assert!(!admissions.is_member(&slow));
+        assert!(!admissions.is_waiting(&slow), "its time is up");
     }
 
     #[test]

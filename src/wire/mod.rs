@@ -7,4 +7,5 @@ pub mod cbor;
 pub mod envelope;
 pub mod leave;
 pub mod members;
+pub mod perf;
 pub mod state;

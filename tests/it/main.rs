@@ -21,6 +21,7 @@ mod liveness;
 mod mdns;
 mod member_flood;
 mod members;
+mod perf;
 mod port_flood;
 mod private;
 mod services;
