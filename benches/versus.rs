@@ -8,8 +8,12 @@
 //! - `throughput N BYTES RUNS BATCH_WINDOW`: the highest sustained rate with every message delivered and p99 ≤ 1 s,
 //!   swarmnode with and without `--batch-window BATCH_WINDOW` (versus/throughput.rs).
 
+#[path = "versus/compared.rs"]
+mod compared;
 #[path = "versus/gossip.rs"]
 mod gossip;
+// Only its `status_kib`: every node picks its own port (port 0) and reports it in its events.
+#[allow(dead_code)]
 mod host;
 #[path = "versus/memory.rs"]
 mod memory;

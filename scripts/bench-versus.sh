@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 # Each node holds a few sockets per peer; 50 nodes need more than the common 1024 descriptors in total.
 ulimit -n 65536 2>/dev/null || true
 cargo build --quiet --release -p swarmnode-baseline
-cargo bench --quiet --bench versus -- "$@"
+BENCH_COMMAND=scripts/bench-versus.sh cargo bench --quiet --bench versus -- "$@"

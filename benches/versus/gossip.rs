@@ -13,7 +13,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    report::Compared,
+    compared::Compared,
     stats::percentile,
     swarm::{Kind, Swarm, total_cpu},
 };

@@ -11,8 +11,8 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
+    compared::Compared,
     host::status_kib,
-    report::Compared,
     swarm::{Kind, Swarm, baseline_binary},
 };
 
@@ -30,6 +30,9 @@ impl Drop for Load {
 
 struct MemoryRun {
     idle_mib: f64,
+    /// Of the idle RSS, the anonymous part: the heap and stacks, what the node itself holds. The rest is mapped
+    /// file pages, mostly the binary's code, shared by every process running it.
+    idle_anon_mib: f64,
     settled_mib: f64,
     slope_kib: f64,
     samples: Vec<(usize, f64)>,
@@ -49,6 +52,7 @@ fn run_once(kind: Kind, peers: usize) -> MemoryRun {
     let node = &swarm.nodes[0];
     std::thread::sleep(SETTLE);
     let idle_mib = rss_mib(node.pid);
+    let idle_anon_mib = status_kib(node.pid, "RssAnon:") as f64 / 1024.0;
     let target = &swarm.bootstrap;
     let _load = Load(
         Command::new(baseline_binary())
@@ -90,6 +94,7 @@ fn run_once(kind: Kind, peers: usize) -> MemoryRun {
 
 pub fn compare(peers: usize, runs: usize) -> Value {
     let mut idle = Compared::new("idle RSS", "MiB");
+    let mut idle_anon = Compared::new("idle RSS, anonymous", "MiB");
     let mut settled = Compared::new("RSS with the peers", "MiB");
     let mut slope = Compared::new("memory per connection", "KiB");
     let mut samples = json!({"baseline": [], "swarmnode": []});
@@ -109,10 +114,23 @@ pub fn compare(peers: usize, runs: usize) -> Value {
                 r.slope_kib
             );
             let list = match kind {
-                Kind::Baseline => [&mut idle.baseline, &mut settled.baseline, &mut slope.baseline],
-                Kind::Swarmnode => [&mut idle.swarmnode, &mut settled.swarmnode, &mut slope.swarmnode],
+                Kind::Baseline => [
+                    &mut idle.baseline,
+                    &mut idle_anon.baseline,
+                    &mut settled.baseline,
+                    &mut slope.baseline,
+                ],
+                Kind::Swarmnode => [
+                    &mut idle.swarmnode,
+                    &mut idle_anon.swarmnode,
+                    &mut settled.swarmnode,
+                    &mut slope.swarmnode,
+                ],
             };
-            for (values, value) in list.into_iter().zip([r.idle_mib, r.settled_mib, r.slope_kib]) {
+            for (values, value) in list
+                .into_iter()
+                .zip([r.idle_mib, r.idle_anon_mib, r.settled_mib, r.slope_kib])
+            {
                 values.push(value);
             }
             if let Some(runs) = samples[kind.name()].as_array_mut() {
@@ -121,12 +139,13 @@ pub fn compare(peers: usize, runs: usize) -> Value {
         }
     }
     println!("| idle RSS | {} |", idle.text(1));
+    println!("| idle RSS, anonymous | {} |", idle_anon.text(1));
     println!("| RSS with {peers} peers | {} |", settled.text(1));
     println!("| per connection | {} |", slope.text(1));
     json!({
         "peers": peers,
         "runs": runs,
-        "figures": {"idle_mib": idle.json(), "settled_mib": settled.json(), "per_connection_kib": slope.json()},
+        "figures": {"idle_mib": idle.json(), "idle_anon_mib": idle_anon.json(), "settled_mib": settled.json(), "per_connection_kib": slope.json()},
         "samples": samples,
     })
 }

@@ -1,6 +1,5 @@
-//! How a comparison reports: min / median / max of each figure over the runs, for each kind of node, and of the
-//! per-run ratio swarmnode ÷ baseline (both measured in the same run, back to back), as JSON a plot can be drawn
-//! from and as a markdown row.
+//! How a benchmark reports: min / median / max of each figure over the runs (`Spread`), written as JSON beside the
+//! machine, the date and the command of the run, for benches/plots.rs to draw and summarise.
 
 use serde_json::{Value, json};
 
@@ -46,59 +45,49 @@ impl Spread {
     }
 }
 
-/// One figure measured on both kinds in each run: its spread for each and the spread of the per-run ratios.
-pub struct Compared {
-    pub name: &'static str,
-    pub unit: &'static str,
-    pub baseline: Vec<f64>,
-    pub swarmnode: Vec<f64>,
-}
-
-impl Compared {
-    pub fn new(name: &'static str, unit: &'static str) -> Compared {
-        Compared {
-            name,
-            unit,
-            baseline: Vec::new(),
-            swarmnode: Vec::new(),
-        }
-    }
-
-    pub fn ratios(&self) -> Vec<f64> {
-        self.swarmnode.iter().zip(&self.baseline).map(|(s, b)| s / b).collect()
-    }
-
-    pub fn json(&self) -> Value {
-        json!({
-            "unit": self.unit,
-            "baseline": Spread::of(&self.baseline).json(),
-            "swarmnode": Spread::of(&self.swarmnode).json(),
-            "ratio": Spread::of(&self.ratios()).json(),
-            "runs": {"baseline": self.baseline, "swarmnode": self.swarmnode},
+/// The machine, the date and the command of this run, kept beside its figures.
+fn provenance() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)
+                    .map(|m| m.trim().to_owned())
+            })
         })
-    }
-
-    /// `baseline → swarmnode (ratio×)`, medians, with the ratio's range.
-    pub fn text(&self, digits: usize) -> String {
-        let ratio = Spread::of(&self.ratios());
-        format!(
-            "{:.d$} → {:.d$} {} ({:.2}×, {:.2}–{:.2})",
-            Spread::of(&self.baseline).median,
-            Spread::of(&self.swarmnode).median,
-            self.unit,
-            ratio.median,
-            ratio.min,
-            ratio.max,
-            d = digits
-        )
-    }
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let command: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    json!({
+        "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "machine": format!("{cores} cores, {memory_gib:.0} GiB, {cpu}"),
+        // The script that ran the benchmark says its name; the arguments are the benchmark's own.
+        "command": format!("{} {}", std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "cargo bench --".into()), command.join(" ")),
+    })
 }
 
-/// Writes `value` to `path` (pretty JSON), creating its directory; prints where.
+/// Writes `value`, with the run's provenance, to `path` (pretty JSON), creating its directory; prints where.
 pub fn write_json(path: &str, value: &Value) {
+    let mut value = value.clone();
+    value["provenance"] = provenance();
     if let Some(parent) = std::path::Path::new(path).parent() {
         std::fs::create_dir_all(parent).expect("the results directory can be made");
     }
-    std::fs::write(path, serde_json::to_string_pretty(value).expect("JSON")).expect("the results file can be written");
+    std::fs::write(path, serde_json::to_string_pretty(&value).expect("JSON")).expect("the results file can be written");
     eprintln!("wrote {path}");
 }

@@ -47,12 +47,8 @@ pub struct Node {
     pub pid: u32,
     pub peer_id: String,
     stdin: Option<ChildStdin>,
-    _process: Running,
-}
-
-enum Running {
-    Swarmnode(NodeProcess),
-    Baseline(BaselineProcess),
+    /// The process, killed when this is dropped.
+    _process: Box<dyn std::any::Any + Send>,
 }
 
 struct BaselineProcess(Child);
@@ -104,7 +100,7 @@ pub fn start(
                 pid: process.child.id(),
                 peer_id: process.peer_id.clone(),
                 stdin: process.child.stdin.take(),
-                _process: Running::Swarmnode(process),
+                _process: Box::new(process),
             }
         }
         Kind::Baseline => {
@@ -136,7 +132,7 @@ pub fn start(
                 pid: child.id(),
                 peer_id,
                 stdin: child.stdin.take(),
-                _process: Running::Baseline(BaselineProcess(child)),
+                _process: Box::new(BaselineProcess(child)),
             }
         }
     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::{StreamExt, stream::FuturesUnordered};
 use libp2p::PeerId;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -15,7 +16,7 @@ use super::{RunArgs, printer::Printer};
 use crate::{
     api::{self, ApiConfig},
     config::{self, ConfigError, NodeConfig},
-    node::{self, NodeHandle, PublishRequest},
+    node::{self, NodeHandle, PublishRequest, Published},
     policy::liveness::LivenessPolicy,
     time::now_unix_ms,
     wire::envelope::TEXT_CONTENT_TYPE,
@@ -25,6 +26,8 @@ use crate::{
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long the event printer is given, once the node has stopped, to write what is left.
 const PRINTER_GRACE: Duration = Duration::from_millis(500);
+/// Most `--stdin` publishes under way at once; the publish byte budget bounds them too.
+const STDIN_IN_FLIGHT: usize = 1024;
 
 impl RunArgs {
     /// The node configuration these flags describe (validated when the node starts).
@@ -164,32 +167,48 @@ impl ShutdownSignals {
     }
 }
 
-/// The chat demo: every non-empty stdin line is published as text on `topic`.
+/// The chat demo: every non-empty stdin line is published as text on `topic`, in order. Up to `STDIN_IN_FLIGHT`
+/// publishes are under way at once (each answered when it is out), so a batch window batches lines rather than
+/// holding each one for a whole window.
 async fn publish_stdin_lines(handle: NodeHandle, topic: String) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) if line.trim().is_empty() => {}
-            Ok(Some(line)) => {
-                let request = PublishRequest {
-                    topic: topic.clone(),
-                    payload: line.into(),
-                    content_type: Some(TEXT_CONTENT_TYPE.to_owned()),
-                    id: None,
-                };
-                match handle.publish(request).await {
-                    Ok(published) => tracing::info!(id = %published.id, "published"),
-                    Err(e) => tracing::warn!("not published: {e}"),
+    let mut in_flight = FuturesUnordered::new();
+    let mut reading = true;
+    while reading || !in_flight.is_empty() {
+        tokio::select! {
+            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => match outcome {
+                Ok(published) => {
+                    let published: Published = published;
+                    tracing::debug!(id = %published.id, "published");
                 }
-            }
-            Ok(None) => {
-                tracing::info!("end of stdin; the node keeps running");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!("cannot read stdin: {e}");
-                return;
-            }
+                Err(e) => tracing::warn!("not published: {e}"),
+            },
+            line = lines.next_line(), if reading && in_flight.len() < STDIN_IN_FLIGHT => match line {
+                Ok(Some(line)) if line.trim().is_empty() => {}
+                Ok(Some(line)) => {
+                    let request = PublishRequest {
+                        topic: topic.clone(),
+                        payload: line.into(),
+                        content_type: Some(TEXT_CONTENT_TYPE.to_owned()),
+                        id: None,
+                    };
+                    match handle.submit_publish(request).await {
+                        Ok(outcome) => in_flight.push(outcome),
+                        Err(e) => {
+                            tracing::warn!("not published: {e}");
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tracing::info!("end of stdin; the node keeps running");
+                    reading = false;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read stdin: {e}");
+                    reading = false;
+                }
+            },
         }
     }
 }

@@ -127,9 +127,24 @@ impl NodeHandle {
     }
 
     /// Publishes one envelope on `request.topic`, first waiting for room if too many bytes are being published.
-    pub async fn publish(&self, mut request: PublishRequest) -> Result<Published, NodeError> {
+    pub async fn publish(&self, request: PublishRequest) -> Result<Published, NodeError> {
+        self.submit_publish(request).await?.await
+    }
+
+    /// Hands a publish to the node and returns at once with what will answer it: publishes submitted one after
+    /// another go out in that order, while the caller goes on (`--stdin` keeps many in flight, so a batch window
+    /// does not cap it at one line per window).
+    pub async fn submit_publish(
+        &self,
+        mut request: PublishRequest,
+    ) -> Result<impl Future<Output = Result<Published, NodeError>> + use<>, NodeError> {
         request.payload = self.publish_budget.reserve(request.payload).await;
-        self.ask(|reply| Command::Publish { request, reply }).await?
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::Publish { request, reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(async move { response.await.map_err(|_| NodeError::Stopped)? })
     }
 
     /// Joins a gossipsub topic; joining one we are in already succeeds.
