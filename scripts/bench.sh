@@ -23,7 +23,7 @@ fi
 ulimit -n 65536 2>/dev/null || true
 
 cargo build --quiet --release -p swarmnode-baseline
-cargo bench --quiet --no-run --bench versus --bench link --bench plots 2>/dev/null
+cargo bench --quiet --no-run --bench versus --bench link --bench plots
 
 if $quick; then
     out=target/bench-quick

@@ -86,6 +86,7 @@ fn run_once(kind: Kind, peers: usize) -> MemoryRun {
     let settled_mib = rss_mib(node.pid);
     MemoryRun {
         idle_mib,
+        idle_anon_mib,
         settled_mib,
         slope_kib: (settled_mib - idle_mib) * 1024.0 / peers as f64,
         samples,
