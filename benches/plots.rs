@@ -168,6 +168,32 @@ fn gossip(dir: &Path, out: &mut String) -> Result<()> {
             ),
         ]
     };
+    let ratios: Vec<(&str, RGBColor, Vec<&Value>)> = vec![
+        (
+            "p50 latency",
+            SWARMNODE,
+            runs.iter().map(|r| &r["figures"]["p50_ms"]["ratio"]).collect(),
+        ),
+        (
+            "p99 latency",
+            BATCHED,
+            runs.iter().map(|r| &r["figures"]["p99_ms"]["ratio"]).collect(),
+        ),
+        (
+            "CPU per message",
+            BASELINE,
+            runs.iter()
+                .map(|r| &r["figures"]["cpu_ms_per_message"]["ratio"])
+                .collect(),
+        ),
+    ];
+    bars(
+        &dir.join("gossip-ratios.png"),
+        "swarmnode ÷ bare rust-libp2p, same run (1.0 = as fast)",
+        "ratio",
+        &labels,
+        &ratios,
+    )?;
     bars(
         &dir.join("gossip-p50.png"),
         "Gossip latency p50 (publish → deliver)",
@@ -216,7 +242,7 @@ fn gossip(dir: &Path, out: &mut String) -> Result<()> {
         out.push_str(&format!("N = {}: {}  \n", r["nodes"], provenance(r)));
     }
     out.push_str(
-        "\n![p50](benchmarks/gossip-p50.png)\n![p99](benchmarks/gossip-p99.png)\n![CPU](benchmarks/gossip-cpu.png)\n\n",
+        "\n![ratios](benchmarks/gossip-ratios.png)\n![p50](benchmarks/gossip-p50.png)\n![p99](benchmarks/gossip-p99.png)\n![CPU](benchmarks/gossip-cpu.png)\n\n",
     );
     Ok(())
 }
@@ -258,6 +284,7 @@ fn memory(dir: &Path, out: &mut String) -> Result<()> {
     out.push_str("| figure | baseline | swarmnode | ratio |\n|---|---|---|---|\n");
     for (key, name) in [
         ("idle_mib", "idle RSS, MiB"),
+        ("idle_anon_mib", "idle RSS, anonymous only, MiB"),
         ("settled_mib", "RSS with the peers, MiB"),
         ("per_connection_kib", "per connection, KiB"),
     ] {

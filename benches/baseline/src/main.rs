@@ -1,5 +1,6 @@
 //! The bare rust-libp2p node the benchmarks measure swarmnode against: identify, ping, Kademlia (server mode, as
-//! swarmnode runs it, so both form the same topology on loopback) and gossipsub, all at their defaults, over TCP with
+//! swarmnode runs it, so both form the same topology on loopback) and gossipsub (its transmit limit raised to
+//! swarmnode's 1 MiB message), all at their defaults otherwise, over TCP with
 //! Noise and Yamux, and nothing else. It prints the JSON event lines swarmnode prints for what a benchmark watches
 //! (`listening`, `connected`, `subscribed`, `message`, each with `ts` in unix ms) and publishes each stdin line on
 //! the `swarmnode` topic, so a harness drives both the same way.
@@ -86,10 +87,12 @@ fn bare_swarm() -> anyhow::Result<libp2p::Swarm<Bare>> {
             let local = key.public().to_peer_id();
             let mut kad = kad::Behaviour::new(local, kad::store::MemoryStore::new(local));
             kad.set_mode(Some(kad::Mode::Server));
-            let gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub::Config::default(),
-            )?;
+            // Defaults but one: gossipsub's 64 KiB transmit limit would refuse the throughput benchmark's 64 KiB
+            // messages; swarmnode carries 1 MiB messages plus RPC framing, and so does this.
+            let config = gossipsub::ConfigBuilder::default()
+                .max_transmit_size((1 << 20) + 4096)
+                .build()?;
+            let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)?;
             Ok(Bare {
                 identify: identify::Behaviour::new(identify::Config::new("/ipfs/id/1.0.0".into(), key.public())),
                 ping: ping::Behaviour::default(),
