@@ -185,12 +185,7 @@ pub fn compare(load: &Load, runs: usize, swarmnode_extra: &[&str]) -> Value {
     let mut formed = Compared::new("swarm formed", "s");
     let mut idle = Compared::new("idle CPU per node", "% of a core");
     for run in 0..runs {
-        let order = if run % 2 == 0 {
-            [Kind::Baseline, Kind::Swarmnode]
-        } else {
-            [Kind::Swarmnode, Kind::Baseline]
-        };
-        for kind in order {
+        for kind in Kind::interleaved(run) {
             let extra: &[&str] = if kind == Kind::Swarmnode { swarmnode_extra } else { &[] };
             let r = run_once(kind, load, extra);
             eprintln!(

@@ -4,7 +4,7 @@
 //! slope is (settled − idle) ÷ PEERS. Every figure is min / median / max over RUNS runs, and so is each run's ratio.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -13,20 +13,11 @@ use serde_json::{Value, json};
 use crate::{
     compared::Compared,
     host::status_kib,
-    swarm::{Kind, Swarm, baseline_binary},
+    swarm::{Killed, Kind, Swarm, baseline_binary},
 };
 
 /// How long a node is left alone (and the connections left to settle) before its memory is read.
 const SETTLE: Duration = Duration::from_secs(5);
-
-struct Load(Child);
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct MemoryRun {
     idle_mib: f64,
@@ -54,7 +45,7 @@ fn run_once(kind: Kind, peers: usize) -> MemoryRun {
     let idle_mib = rss_mib(node.pid);
     let idle_anon_mib = status_kib(node.pid, "RssAnon:") as f64 / 1024.0;
     let target = &swarm.bootstrap;
-    let _load = Load(
+    let _load = Killed(
         Command::new(baseline_binary())
             .args(["--peers", &peers.to_string(), "--dial", target, "--every", "20"])
             .stdout(Stdio::null())
@@ -100,12 +91,7 @@ pub fn compare(peers: usize, runs: usize) -> Value {
     let mut slope = Compared::new("memory per connection", "KiB");
     let mut samples = json!({"baseline": [], "swarmnode": []});
     for run in 0..runs {
-        let order = if run % 2 == 0 {
-            [Kind::Baseline, Kind::Swarmnode]
-        } else {
-            [Kind::Swarmnode, Kind::Baseline]
-        };
-        for kind in order {
+        for kind in Kind::interleaved(run) {
             let r = run_once(kind, peers);
             eprintln!(
                 "run {run} {:>9}: idle {:.1} MiB, with {peers} peers {:.1} MiB, {:.1} KiB per connection",

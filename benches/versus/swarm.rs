@@ -26,6 +26,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The two kinds in the order run `run` starts them: alternating, so neither always runs on a machine the other
+    /// has just warmed (or loaded).
+    pub fn interleaved(run: usize) -> [Kind; 2] {
+        if run.is_multiple_of(2) {
+            [Kind::Baseline, Kind::Swarmnode]
+        } else {
+            [Kind::Swarmnode, Kind::Baseline]
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Baseline => "baseline",
@@ -51,9 +61,10 @@ pub struct Node {
     _process: Box<dyn std::any::Any + Send>,
 }
 
-struct BaselineProcess(Child);
+/// A child process, killed (and waited for) when dropped.
+pub struct Killed(pub Child);
 
-impl Drop for BaselineProcess {
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -132,7 +143,7 @@ pub fn start(
                 pid: child.id(),
                 peer_id,
                 stdin: child.stdin.take(),
-                _process: Box::new(BaselineProcess(child)),
+                _process: Box::new(Killed(child)),
             }
         }
     }
