@@ -145,8 +145,10 @@ fn a_peer_that_stays_connected_but_stops_answering_is_disconnected_after_the_tim
     assert_eq!(timed_out["reason"], "timeout");
     let detected_after = timed_out["ts"].as_u64().unwrap() - frozen_at;
     // Not a timing assertion (the machine is noisy): a timeout can only fire after the configured second of silence.
+    // The silence starts at the last thing heard from the peer, which can precede the STOP by a little (a ping or
+    // gossip answered just before it), and both stamps are whole milliseconds: hence the 100 ms of slack.
     assert!(
-        detected_after >= 1000,
+        detected_after >= 900,
         "disconnected after only {detected_after} ms of silence"
     );
 
