@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::prelude::*;
+use plotters::{
+    coord::{Shift, types::RangedCoordf64},
+    prelude::*,
+};
 use serde_json::Value;
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -16,6 +19,7 @@ const BATCHED: RGBColor = RGBColor(31, 119, 180);
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// A line series: its name, its colour, and its points, one list per run.
+type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 type Runs<'a> = (&'a str, RGBColor, Vec<Vec<(f64, f64)>>);
 
 fn read(dir: &Path, name: &str) -> Option<Value> {
@@ -32,6 +36,34 @@ fn spread(value: &Value, digits: usize) -> String {
     format!("{:.d$} ({:.d$}–{:.d$})", f("median"), f("min"), f("max"), d = digits)
 }
 
+/// A chart on a blank 900×500 canvas, with the plots' caption and margins, over x × y.
+fn canvas<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>> {
+    root.fill(&WHITE)?;
+    Ok(ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)?)
+}
+
+/// The legend in the upper left, then the picture written out.
+fn finish<'a, 'b>(mut chart: Chart<'a, 'b>, root: &'a DrawingArea<BitMapBackend<'b>, Shift>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 /// Grouped bars: one group per label, one bar per series, with whiskers from min to max.
 fn bars(
     path: &Path,
@@ -41,18 +73,12 @@ fn bars(
     series: &[(&str, RGBColor, Vec<&Value>)],
 ) -> Result<()> {
     let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
     let top = series
         .iter()
         .flat_map(|(_, _, values)| values.iter().map(|v| v["max"].as_f64().unwrap_or(0.0)))
         .fold(0.0, f64::max)
         * 1.15;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..labels.len() as f64, 0.0..top.max(1e-9))?;
+    let mut chart = canvas(&root, title, 0.0..labels.len() as f64, 0.0..top.max(1e-9))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -90,14 +116,7 @@ fn bars(
         });
         chart.draw_series(whiskers)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(chart, &root)
 }
 
 /// Lines of (x, y) points, one per run and kind.
@@ -105,13 +124,7 @@ fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Runs]
     let points = series.iter().flat_map(|(_, _, runs)| runs.iter().flatten());
     let (x_max, y_max) = points.fold((0.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
     let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max.max(1.0) * 1.05, 0.0..y_max.max(1.0) * 1.15)?;
+    let mut chart = canvas(&root, title, 0.0..x_max.max(1.0) * 1.05, 0.0..y_max.max(1.0) * 1.15)?;
     chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
     for (name, color, runs) in series {
         let color = *color;
@@ -124,14 +137,7 @@ fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Runs]
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(chart, &root)
 }
 
 fn provenance(value: &Value) -> String {

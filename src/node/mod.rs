@@ -592,3 +592,16 @@ async fn batch_due(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn housekeeping_follows_the_heartbeat_within_its_bounds() {
+        assert_eq!(housekeeping_period(Duration::from_secs(10)), HOUSEKEEPING_MAX);
+        assert_eq!(housekeeping_period(Duration::from_secs(1)), Duration::from_millis(50));
+        assert_eq!(housekeeping_period(Duration::from_millis(10)), HOUSEKEEPING_MIN);
+        assert_eq!(housekeeping_period(Duration::from_secs(3600)), HOUSEKEEPING_MAX);
+    }
+}
